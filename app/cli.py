@@ -1,0 +1,120 @@
+"""`support-agent`: the command line. Each subcommand is a thin shell over the app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from app.config.model import AppConfig, load_config
+from app.config.settings import Settings, SettingsError, describe_missing, load_settings
+from app.config.yaml_lines import ConfigError
+from app.observability.logs import configure_logging
+from app.observability.sentry import init_sentry
+from app.runtime import build_services, make_scrubber
+
+EXIT_USAGE = 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def _boot(need_slack: bool = True, need_anthropic: bool = True) -> tuple[Settings, AppConfig]:
+    settings = load_settings()
+    missing = settings.missing(need_slack=need_slack, need_anthropic=need_anthropic)
+    if missing:
+        raise SettingsError(describe_missing(missing))
+    config = load_config(settings.config_path)
+    scrubber = make_scrubber(settings, config)
+    configure_logging(scrubber, settings.log_level)
+    init_sentry(
+        settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
+        scrubber,
+        settings.sentry_environment,
+    )
+    return settings, config
+
+
+def _serve(web: bool, worker: bool) -> Command:
+    def command(args: argparse.Namespace) -> int:
+        from app.service import serve
+
+        settings, config = _boot(need_slack=web, need_anthropic=worker)
+        if getattr(args, "port", None):
+            settings.port = args.port
+        if getattr(args, "host", None):
+            settings.host = args.host
+        services = build_services(settings, config)
+        asyncio.run(serve(services, web=web, worker=worker))
+        return 0
+
+    return command
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    path = args.path or settings.config_path
+    config = load_config(path)
+    print(f"{path}: ok ({len(config.environments)} environments: {', '.join(config.environments)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="support-agent",
+        description="Slack support tickets worked by Claude Managed Agents sessions.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    for name, text, web, worker in (
+        ("run", "run web + worker in one process (Socket Mode when SLACK_APP_TOKEN is set)", True, True),
+        ("web", "run the web role: Slack events, MCP servers, webhooks", True, False),
+        ("worker", "run the worker role: session followers", False, True),
+    ):
+        p = add(name, text, _serve(web, worker))
+        if web:
+            p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+            p.add_argument("--port", type=int, help="port to listen on (default 3000)")
+
+    p = add("check-config", "validate the agent config file", cmd_check_config)
+    p.add_argument("path", nargs="?", help="config file (default: SUPPORT_AGENT_CONFIG or support-agent.yml)")
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    """Subcommands contributed by other modules (provision, costs, trace, ...)."""
+    from app import commands
+
+    return commands.registrars()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        return fail(str(exc))
+    except ConfigError as exc:
+        return fail(f"support-agent: {exc}")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Process settings from the environment (and `.env`), validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where an operator finds each setting: named in the start-up error so nobody has to guess.
+WHERE_TO_GET: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "Slack app settings -> OAuth & Permissions -> Bot User OAuth Token (xoxb-...)",
+    "SLACK_SIGNING_SECRET": "Slack app settings -> Basic Information -> App Credentials -> Signing Secret",
+    "SLACK_APP_TOKEN": "Slack app settings -> Basic Information -> App-Level Tokens (xapp-..., connections:write)",
+    "ANTHROPIC_API_KEY": "Claude Console -> Settings -> API keys",
+}
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = Field(
+        default=None, description="Base URL of the Slack Web API (the emulator in tests)"
+    )
+
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    anthropic_webhook_signing_key: SecretStr | None = None
+
+    redis_url: SecretStr | None = None
+    redis_data_dir: Path = Path("var")
+
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str = "production"
+
+    config_path: Path = Field(
+        default=Path("support-agent.yml"),
+        validation_alias=AliasChoices("SUPPORT_AGENT_CONFIG", "CONFIG_PATH"),
+    )
+    host: str = "127.0.0.1"
+    port: int = 3000
+    log_level: str = "INFO"
+    worker_id: str | None = None
+    # Lease on a ticket held by one worker; renewed at a third of this.
+    lease_seconds: float = 15.0
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def missing(self, *, need_slack: bool = True, need_anthropic: bool = True) -> list[str]:
+        """Names of required variables that are not set."""
+        names: list[str] = []
+        if need_slack:
+            if self.slack_bot_token is None:
+                names.append("SLACK_BOT_TOKEN")
+            if self.slack_signing_secret is None and self.slack_app_token is None:
+                names.append("SLACK_SIGNING_SECRET")
+        if need_anthropic and self.anthropic_api_key is None:
+            names.append("ANTHROPIC_API_KEY")
+        return names
+
+
+class SettingsError(Exception):
+    """Settings are missing or malformed; the message is meant for the operator."""
+
+
+def describe_missing(names: list[str]) -> str:
+    lines = ["support-agent cannot start: missing required settings."]
+    for name in names:
+        lines.append(f"  {name}: {WHERE_TO_GET.get(name, 'see README.md')}")
+    lines.append("Set them in the environment or in a .env file (see .env.example).")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"support-agent cannot start: invalid settings: {problems}") from None

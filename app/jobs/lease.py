@@ -1,0 +1,111 @@
+"""Per-ticket leases: at most one worker follows a ticket's session at a time.
+
+A lease is a Redis key with an expiry, renewed by its holder. Each grant carries a fencing
+number that only grows, so a worker that lost its lease (paused, partitioned) cannot overwrite
+the progress of the worker that took over: writes check the fence first.
+A sorted set of active tickets, scored by lease expiry, lets live workers find the tickets
+whose holder died and take them over.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+ACTIVE = "sa:active"
+
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local fence = redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+  return fence
+end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class Lease:
+    ticket_id: str
+    holder: str
+    fence: int
+
+
+class LeaseManager:
+    def __init__(self, redis: aioredis.Redis, worker_id: str, ttl_seconds: float) -> None:
+        self.redis = redis
+        self.worker_id = worker_id
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    def _holder(self, fence_hint: str = "") -> str:
+        return f"{self.worker_id}:{fence_hint or time.monotonic_ns()}"
+
+    async def acquire(self, ticket_id: str) -> Lease | None:
+        holder = self._holder()
+        fence = await self._acquire(
+            keys=[f"sa:lease:{ticket_id}", f"sa:fence:{ticket_id}", ACTIVE],
+            args=[holder, self.ttl_ms, self._expiry_score(), ticket_id],
+        )
+        return Lease(ticket_id, holder, int(fence)) if fence else None
+
+    async def renew(self, lease: Lease) -> bool:
+        return bool(
+            await self._renew(
+                keys=[f"sa:lease:{lease.ticket_id}", ACTIVE],
+                args=[lease.holder, self.ttl_ms, self._expiry_score(), lease.ticket_id],
+            )
+        )
+
+    async def release(self, lease: Lease, done: bool) -> bool:
+        """Give the lease up; `done` also drops the ticket from the active set."""
+        return bool(
+            await self._release(
+                keys=[f"sa:lease:{lease.ticket_id}", ACTIVE],
+                args=[lease.holder, "1" if done else "0", lease.ticket_id],
+            )
+        )
+
+    async def still_holds(self, lease: Lease) -> bool:
+        return await self.redis.get(f"sa:lease:{lease.ticket_id}") == lease.holder
+
+    async def current_fence(self, ticket_id: str) -> int:
+        return int(await self.redis.get(f"sa:fence:{ticket_id}") or 0)
+
+    async def orphans(self, limit: int = 20) -> list[str]:
+        """Active tickets whose lease ran out: their worker is gone."""
+        ids = await self.redis.zrangebyscore(ACTIVE, "-inf", time.time() * 1000, start=0, num=limit)
+        orphaned = []
+        for ticket_id in ids:
+            if not await self.redis.exists(f"sa:lease:{ticket_id}"):
+                orphaned.append(ticket_id)
+        return orphaned
+
+    async def mark_active(self, ticket_id: str) -> None:
+        """Put a ticket in the active set so some worker picks it up even if no job reaches one."""
+        await self.redis.zadd(ACTIVE, {ticket_id: 0}, nx=True)
+
+    def _expiry_score(self) -> float:
+        return time.time() * 1000 + self.ttl_ms

@@ -1,0 +1,78 @@
+"""The long-running roles: web, worker, and both in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+import uvicorn
+
+from app.render.plain import PlainRenderer
+from app.runtime import Services
+from app.slack.bolt_app import build_bolt_app
+from app.web import build_web_app
+from app.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _until(stop: asyncio.Event, *tasks: asyncio.Task[object]) -> None:
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not waiter and task.exception():
+            log.error("role stopped with an error", exc_info=task.exception())
+
+
+def make_worker(services: Services) -> Worker:
+    return Worker(services, renderer_factory=lambda s: PlainRenderer(s.slack))
+
+
+async def serve(services: Services, *, web: bool, worker: bool) -> None:
+    """Run the chosen roles until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    tasks: list[asyncio.Task[object]] = []
+    bolt = build_bolt_app(services)
+    server: uvicorn.Server | None = None
+    socket_handler = None
+    if web:
+        if services.settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            assert services.settings.slack_app_token is not None
+            socket_handler = AsyncSocketModeHandler(bolt, services.settings.slack_app_token.get_secret_value())
+            await socket_handler.connect_async()
+            log.info("connected to Slack in Socket Mode")
+        asgi = build_web_app(services, bolt)
+        config = uvicorn.Config(
+            asgi, host=services.settings.host, port=services.settings.port, log_config=None, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        tasks.append(asyncio.create_task(server.serve()))
+        log.info("web listening", extra={"host": services.settings.host, "port": services.settings.port})
+    the_worker: Worker | None = None
+    if worker:
+        the_worker = make_worker(services)
+        tasks.append(asyncio.create_task(the_worker.run()))
+    try:
+        await _until(stop, *tasks)
+    finally:
+        if the_worker is not None:
+            the_worker.stop()
+        if server is not None:
+            server.should_exit = True
+        if socket_handler is not None:
+            await socket_handler.close_async()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await services.aclose()

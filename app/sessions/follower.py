@@ -1,0 +1,277 @@
+"""Follow one ticket's Managed Agents session until its turn is over.
+
+The loop, per connection: open the SSE stream first, then list the history since the saved
+cursor and handle what was not handled yet, then send the ticket's queued user messages (each
+exactly once, in order), then read the live stream. A dropped stream reconnects with capped
+backoff and the same catch-up, so nothing is lost or shown twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic import AsyncAnthropic
+
+from app.config.model import AppConfig
+from app.render.base import Renderer
+from app.sessions import resources
+from app.sessions.cursor import Cursor, StaleLease
+from app.tickets.model import InboxMessage, Ticket, TicketState
+from app.tickets.store import TicketStore
+
+log = logging.getLogger(__name__)
+
+# Stop reasons after which the agent waits for us, not for the requester.
+WAITING_ON_US = "requires_action"
+STREAM_DELTAS: list[Any] = ["agent.message"]
+
+EventHook = Callable[[Ticket, Any], Awaitable[None]]
+
+
+class TurnFailed(Exception):
+    """The session cannot go on (deleted, archived, permanently refused)."""
+
+
+def iso(dt: datetime | str | None) -> str | None:
+    if dt is None:
+        return None
+    if isinstance(dt, str):
+        return dt
+    return dt.astimezone(UTC).isoformat()
+
+
+def is_permanent(exc: Exception) -> bool:
+    """Errors that retrying cannot fix: 4xx other than 408, 409 and 429."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return 400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429)
+    return False
+
+
+class SessionFollower:
+    """Drives one ticket: session creation, message delivery, event following."""
+
+    def __init__(
+        self,
+        *,
+        client: AsyncAnthropic,
+        store: TicketStore,
+        config: AppConfig,
+        renderer: Renderer,
+        ticket: Ticket,
+        fence: int,
+        still_leased: Callable[[], Awaitable[bool]],
+        hooks: dict[str, EventHook] | None = None,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.config = config
+        self.renderer = renderer
+        self.ticket = ticket
+        self.fence = fence
+        self.still_leased = still_leased
+        self.hooks = hooks or {}
+        self.max_backoff = max_backoff
+        self.cursor: Cursor | None = None
+        self._last_stop: str | None = None
+        self._outstanding: int = 0
+        self.reconnects = 0
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        return {"ticket": self.ticket.id, "session": self.ticket.session_id, "team": self.ticket.team_id}
+
+    # -- session ----------------------------------------------------------------------
+
+    async def ensure_session(self) -> str:
+        if self.ticket.session_id:
+            return self.ticket.session_id
+        env_name = self.ticket.environment
+        redis = self.store.redis
+        agent = await resources.agent_id(self.client, redis, self.config, env_name)
+        env_id = await resources.environment_id(self.client, redis, self.config, env_name)
+        vaults = await resources.vault_ids(redis, env_name)
+        kwargs: dict[str, Any] = {}
+        budget = self.config.environments[env_name].budget_usd
+        if budget is not None:
+            cents = int(budget * 100)
+            kwargs["budget"] = {"type": "limit", "max_list_cost": {"amount": str(cents), "currency": "USD"}}
+        if vaults:
+            kwargs["vault_ids"] = vaults
+        session = await self.client.beta.sessions.create(
+            agent=agent,
+            environment_id=env_id,
+            title=f"{self.ticket.ref} {self.ticket.title}"[:200],
+            metadata={
+                "ticket_id": self.ticket.id,
+                "team_id": self.ticket.team_id,
+                "channel_id": self.ticket.channel_id,
+                "thread_ts": self.ticket.thread_ts,
+                "environment": env_name,
+            },
+            **kwargs,
+        )
+        self.ticket.session_id = session.id
+        self.ticket.agent_status = session.status
+        await self.store.save(self.ticket)
+        log.info("session created", extra=self.log_extra)
+        return session.id
+
+    # -- main loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow until the turn is over and nothing is queued; raises StaleLease on takeover."""
+        session_id = await self.ensure_session()
+        self.cursor = Cursor(self.store.redis, self.ticket.id, session_id, self.fence)
+        backoff = 0.5
+        while True:
+            try:
+                finished = await self._follow_once(session_id)
+                if finished:
+                    return
+                backoff = 0.5
+            except StaleLease:
+                raise
+            except TurnFailed:
+                raise
+            except (anthropic.APIConnectionError, httpx2.HTTPError, anthropic.APIStatusError) as exc:
+                if is_permanent(exc):
+                    raise TurnFailed(self._describe(exc)) from exc
+                self.reconnects += 1
+                log.warning(
+                    "event stream interrupted; reconnecting",
+                    extra={**self.log_extra, "error": type(exc).__name__, "backoff": backoff},
+                )
+            if not await self.still_leased():
+                raise StaleLease(self.ticket.id)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _follow_once(self, session_id: str) -> bool:
+        assert self.cursor is not None
+        stream = await self.client.beta.sessions.events.stream(session_id, event_deltas=STREAM_DELTAS)
+        async with stream:
+            await self._catch_up(session_id)
+            await self._send_inbox(session_id)
+            if await self._turn_over(session_id):
+                return True
+            async for event in stream:
+                if event.type in ("event_start", "event_delta"):
+                    await self.renderer.delta(self.ticket, event)
+                    continue
+                await self._handle(event, replay=False)
+                if event.type in ("session.status_idle", "session.status_terminated", "session.deleted"):
+                    await self._send_inbox(session_id)
+                    if await self._turn_over(session_id):
+                        return True
+        # The server closed the stream without an end: reconnect and catch up.
+        raise anthropic.APIConnectionError(request=httpx2.Request("GET", "stream-closed"))
+
+    async def _catch_up(self, session_id: str) -> None:
+        assert self.cursor is not None
+        since = await self.cursor.processed_at()
+        kwargs: dict[str, Any] = {"order": "asc", "limit": 1000}
+        if since:
+            kwargs["created_at_gte"] = since
+        async for event in self.client.beta.sessions.events.list(session_id, **kwargs):
+            await self._handle(event, replay=True)
+
+    async def _handle(self, event: Any, *, replay: bool) -> None:
+        assert self.cursor is not None
+        etype = event.type
+        self._track_status(event)
+        if await self.cursor.seen(event.id):
+            return
+        if etype.startswith("user."):
+            pass  # our own messages echoed back: nothing to show
+        else:
+            await self.renderer.event(self.ticket, event, replay=replay)
+            hook = self.hooks.get(etype)
+            if hook is not None:
+                await hook(self.ticket, event)
+            await self._apply_state(event)
+        await self.cursor.mark(event.id, iso(getattr(event, "processed_at", None)))
+
+    def _track_status(self, event: Any) -> None:
+        etype = event.type
+        if etype == "session.status_running":
+            self._last_stop = None
+            self.ticket.agent_status = "running"
+        elif etype == "session.status_idle":
+            self._last_stop = event.stop_reason.type if event.stop_reason else "end_turn"
+            self.ticket.agent_status = "idle"
+            self.ticket.stop_reason = self._last_stop
+        elif etype == "session.status_rescheduled":
+            self.ticket.agent_status = "rescheduling"
+        elif etype in ("session.status_terminated", "session.deleted"):
+            self._last_stop = "terminated"
+            self.ticket.agent_status = "terminated"
+
+    async def _apply_state(self, event: Any) -> None:
+        etype = event.type
+        if etype == "session.status_running":
+            await self.store.transition(self.ticket, TicketState.WORKING, "agent running")
+        elif etype == "session.status_idle":
+            stop = self._last_stop
+            if stop == "end_turn":
+                await self.store.transition(self.ticket, TicketState.WAITING_REQUESTER, "agent answered")
+            elif stop == "requires_action":
+                await self.store.save(self.ticket)
+            elif stop in ("retries_exhausted", "refusal", "budget_reached"):
+                await self.store.save(self.ticket)
+            await self.renderer.turn_ended(self.ticket, stop)
+        elif etype in ("session.status_terminated", "session.deleted"):
+            await self.store.transition(self.ticket, TicketState.FAILED, f"session {etype.split('.')[-1]}")
+            await self.renderer.turn_ended(self.ticket, "terminated")
+
+    async def _send_inbox(self, session_id: str) -> None:
+        for message in await self.store.pending_messages(self.ticket.id):
+            if await self.store.was_sent(self.ticket.id, message.ts):
+                await self.store.mark_sent(self.ticket.id, message)
+                continue
+            await self._send(session_id, message)
+            await self.store.mark_sent(self.ticket.id, message)
+            self._outstanding += 1
+            self._last_stop = None
+
+    async def _send(self, session_id: str, message: InboxMessage) -> None:
+        # No SDK retries here: a retried POST without an idempotency key could deliver twice.
+        await self.client.with_options(max_retries=0).beta.sessions.events.send(
+            session_id,
+            events=[{"type": "user.message", "content": [{"type": "text", "text": message.text}]}],
+        )
+        log.info("message sent to session", extra={**self.log_extra, "slack_ts": message.ts})
+
+    async def _turn_over(self, session_id: str) -> bool:
+        """True when the agent is not working and nothing of ours is waiting to be sent."""
+        if self._last_stop is None or self._last_stop == WAITING_ON_US:
+            return False
+        if await self.store.pending_messages(self.ticket.id):
+            return False
+        if self._last_stop == "terminated":
+            return True
+        session = await self.client.beta.sessions.retrieve(session_id)
+        self.ticket.agent_status = session.status
+        return session.status == "idle" and not await self._unprocessed_user_messages(session_id)
+
+    async def _unprocessed_user_messages(self, session_id: str) -> bool:
+        """A queued user message the session has not processed yet means more turns are coming."""
+        page = await self.client.beta.sessions.events.list(
+            session_id, order="desc", limit=20, types=["user.message"]
+        )
+        return any(getattr(e, "processed_at", None) is None for e in page.data)
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, anthropic.NotFoundError):
+            return "the agent session no longer exists"
+        if isinstance(exc, anthropic.ConflictError):
+            return "the agent session is archived"
+        if isinstance(exc, anthropic.APIStatusError):
+            return f"the agent service refused the request ({exc.status_code})"
+        return "the agent service could not be reached"

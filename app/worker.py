@@ -1,0 +1,148 @@
+"""The worker role: takes ticket jobs, holds leases, runs session followers.
+
+Many followers run in one process (one asyncio task each). A follower holds its ticket's lease
+and renews it; a ticket whose lease ran out (its worker died) is taken over by whichever live
+worker sees it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from app.jobs.lease import Lease, LeaseManager
+from app.jobs.queue import JobQueue
+from app.render.base import Renderer
+from app.runtime import Services
+from app.sessions.cursor import StaleLease
+from app.sessions.follower import EventHook, SessionFollower, TurnFailed
+from app.tickets.model import TicketState
+
+log = logging.getLogger(__name__)
+
+RendererFactory = Callable[[Services], Renderer]
+
+
+class Worker:
+    def __init__(
+        self,
+        services: Services,
+        renderer_factory: RendererFactory,
+        hooks: dict[str, EventHook] | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.services = services
+        self.renderer = renderer_factory(services)
+        self.hooks = hooks or {}
+        self.queue: JobQueue = services.queue()
+        self.leases: LeaseManager = services.leases()
+        self.poll_interval = poll_interval
+        self.followers: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.queue.ensure_group()
+        log.info("worker started", extra={"worker": self.services.worker_id})
+        reaper = asyncio.create_task(self._reap_forever())
+        try:
+            while not self._stopping.is_set():
+                jobs = await self.queue.take(block_ms=int(self.poll_interval * 1000))
+                for job in jobs:
+                    await self.start_ticket(job.ticket_id, job.reason)
+                    await self.queue.ack(job)
+        finally:
+            reaper.cancel()
+            for task in list(self.followers.values()):
+                task.cancel()
+            await asyncio.gather(reaper, *self.followers.values(), return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _reap_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                for ticket_id in await self.leases.orphans():
+                    log.info("taking over orphaned ticket", extra={"ticket": ticket_id})
+                    await self.start_ticket(ticket_id, "takeover")
+                for job in await self.queue.reclaim():
+                    await self.start_ticket(job.ticket_id, f"reclaimed:{job.reason}")
+                    await self.queue.ack(job)
+            except Exception:
+                log.exception("reaper pass failed")
+            await asyncio.sleep(self.poll_interval)
+
+    async def start_ticket(self, ticket_id: str, reason: str) -> bool:
+        """Follow a ticket if no one else does. The current holder sees new inbox messages itself."""
+        running = self.followers.get(ticket_id)
+        if running is not None and not running.done():
+            return False
+        lease = await self.leases.acquire(ticket_id)
+        if lease is None:
+            return False
+        task = asyncio.create_task(self._follow(lease, reason), name=f"follow-{ticket_id}")
+        self.followers[ticket_id] = task
+        task.add_done_callback(lambda _t, tid=ticket_id: self._forget(tid, _t))
+        return True
+
+    def _forget(self, ticket_id: str, task: asyncio.Task[None]) -> None:
+        if self.followers.get(ticket_id) is task:
+            del self.followers[ticket_id]
+
+    async def _follow(self, lease: Lease, reason: str) -> None:
+        store = self.services.store
+        renew = asyncio.create_task(self._renew_forever(lease))
+        done = False
+        try:
+            ticket = await store.get(lease.ticket_id)
+            if ticket is None:
+                done = True
+                return
+            extra: dict[str, Any] = {"ticket": ticket.id, "session": ticket.session_id, "reason": reason}
+            log.info("following ticket", extra=extra)
+            follower = SessionFollower(
+                client=self.services.anthropic,
+                store=store,
+                config=self.services.config,
+                renderer=self.renderer,
+                ticket=ticket,
+                fence=lease.fence,
+                still_leased=lambda: self.leases.still_holds(lease),
+                hooks=self.hooks,
+            )
+            try:
+                await follower.run()
+                done = True
+            except TurnFailed as exc:
+                await store.transition(ticket, TicketState.FAILED, str(exc))
+                await self.renderer.notice(
+                    ticket,
+                    f":warning: I could not continue this ticket: {exc}. "
+                    "Mention me in this thread to try again.",
+                )
+                done = True
+        except StaleLease:
+            log.warning("lease lost; another worker has the ticket", extra={"ticket": lease.ticket_id})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("follower crashed", extra={"ticket": lease.ticket_id})
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+            await self.leases.release(lease, done=done)
+            if done and await store.pending_messages(lease.ticket_id):
+                # A message arrived as we were finishing: pick it straight back up.
+                await self.start_ticket(lease.ticket_id, "late-message")
+
+    async def _renew_forever(self, lease: Lease) -> None:
+        interval = max(self.services.settings.lease_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            if not await self.leases.renew(lease):
+                log.warning("lease renewal failed", extra={"ticket": lease.ticket_id})
+                return
