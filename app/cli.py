@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from app.config.model import AppConfig, load_config
@@ -58,7 +59,7 @@ def _serve(web: bool, worker: bool) -> Command:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings()
-    path = args.path or settings.config_path
+    path = Path(args.path) if args.path else settings.config_path
     config = load_config(path)
     print(f"{path}: ok ({len(config.environments)} environments: {', '.join(config.environments)})")
     return 0
