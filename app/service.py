@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from contextlib import suppress
 
 import uvicorn
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 def _install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with suppress(NotImplementedError, RuntimeError):
+        # Only the main thread may own signals; an embedded run (tests, sandbox) is stopped by event.
+        with suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
 
 
@@ -37,9 +39,16 @@ def make_worker(services: Services) -> Worker:
     return Worker(services, renderer_factory=lambda s: PlainRenderer(s.slack))
 
 
-async def serve(services: Services, *, web: bool, worker: bool) -> None:
-    """Run the chosen roles until SIGINT/SIGTERM."""
-    stop = asyncio.Event()
+async def serve(
+    services: Services,
+    *,
+    web: bool,
+    worker: bool,
+    stop: asyncio.Event | None = None,
+    listen_socket: socket.socket | None = None,
+) -> None:
+    """Run the chosen roles until SIGINT/SIGTERM (or until `stop` is set)."""
+    stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     tasks: list[asyncio.Task[object]] = []
     bolt = build_bolt_app(services)
@@ -59,7 +68,7 @@ async def serve(services: Services, *, web: bool, worker: bool) -> None:
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        tasks.append(asyncio.create_task(server.serve()))
+        tasks.append(asyncio.create_task(server.serve(sockets=[listen_socket] if listen_socket else None)))
         log.info("web listening", extra={"host": services.settings.host, "port": services.settings.port})
     the_worker: Worker | None = None
     if worker:
