@@ -29,8 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.sandbox.server import ServerThread
+from app.sandbox.slack_content import ApiError, Ctx, decode_json_fields
 from app.sandbox.slack_events import Delivery, EventSender, new_trigger_id
-from app.sandbox.slack_methods import METHODS, ApiError, Ctx, decode_json_fields
+from app.sandbox.slack_methods import METHODS
 from app.sandbox.slack_ratelimit import MethodLimit, RateLimitConfig
 from app.sandbox.slack_state import DEFAULT_STREAM_LIFETIME, CallRecord, Channel, SlackState
 

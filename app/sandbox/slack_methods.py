@@ -9,166 +9,22 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from app.sandbox.slack_state import Channel, SlackState, StreamState
-
-TEXT_LIMIT = 40_000
-MARKDOWN_LIMIT = 12_000
-MAX_BLOCKS = 50
-MAX_VIEW_BLOCKS = 100
-SECTION_TEXT_LIMIT = 3_000
-TRIGGER_LIFETIME = 3.0
-TASK_STATUSES = {"pending", "in_progress", "complete", "error"}
-JSON_FIELDS = (
-    "blocks", "attachments", "chunks", "metadata", "view", "loading_messages", "prompts",
+from app.sandbox.slack_content import (
+    MARKDOWN_LIMIT,
+    MAX_VIEW_BLOCKS,
+    TRIGGER_LIFETIME,
+    ApiError,
+    Ctx,
+    check_blocks,
+    check_chunks,
+    check_content,
+    text_len,
 )
-
-
-class ApiError(Exception):
-    def __init__(self, error: str, **extra: Any) -> None:
-        super().__init__(error)
-        self.error = error
-        self.extra = extra
-
-
-@dataclass
-class Ctx:
-    state: SlackState
-    caller: str
-    params: dict[str, Any]
-    posted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.params.get(key, default)
-        return default if value is None else value
-
-    def require(self, key: str, error: str | None = None) -> Any:
-        value = self.params.get(key)
-        if value in (None, ""):
-            why = f"[ERROR] missing required field: {key}"
-            raise ApiError(error or "invalid_arguments", response_metadata={"messages": [why]})
-        return value
-
-    def flag(self, key: str) -> bool:
-        value = self.params.get(key)
-        if isinstance(value, str):
-            return value.lower() in ("1", "true", "yes")
-        return bool(value)
-
-
-def decode_json_fields(params: dict[str, Any]) -> dict[str, Any]:
-    """Form bodies carry structured arguments as JSON strings; decode them in place."""
-    for key in JSON_FIELDS:
-        value = params.get(key)
-        if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
-            try:
-                params[key] = json.loads(value)
-            except ValueError:
-                params[key] = _Invalid(value)
-    return params
-
-
-class _Invalid(str):
-    """A structured argument that was not valid JSON."""
-
-
-# ---- content checks -------------------------------------------------------------------
-
-
-def _text_len(obj: Any) -> int:
-    if isinstance(obj, dict):
-        return len(str(obj.get("text", "")))
-    return len(str(obj or ""))
-
-
-def _invalid_blocks(why: str) -> ApiError:
-    meta = {"messages": [f"[ERROR] {why}"]}
-    return ApiError("invalid_blocks", errors=[why], response_metadata=meta)
-
-
-def check_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[dict[str, Any]]:
-    if isinstance(blocks, _Invalid) or not isinstance(blocks, list):
-        raise ApiError("invalid_blocks_format")
-    if len(blocks) > max_blocks:
-        raise _invalid_blocks(f"no more than {max_blocks} items allowed [json-pointer:/blocks]")
-    markdown_total = 0
-    for i, block in enumerate(blocks):
-        where = f"[json-pointer:/blocks/{i}]"
-        if not isinstance(block, dict) or not block.get("type"):
-            raise _invalid_blocks(f"missing required field: type {where}")
-        kind = block["type"]
-        if len(str(block.get("block_id", ""))) > 255:
-            raise _invalid_blocks(f"must be less than 256 characters {where}/block_id")
-        if kind == "section":
-            if "text" not in block and "fields" not in block:
-                raise _invalid_blocks(f"must provide text or fields {where}")
-            if _text_len(block.get("text")) > SECTION_TEXT_LIMIT:
-                raise _invalid_blocks(f"must be less than 3001 characters {where}/text")
-            fields = block.get("fields") or []
-            if len(fields) > 10 or any(_text_len(f) > 2000 for f in fields):
-                raise _invalid_blocks(f"invalid fields {where}/fields")
-        elif kind == "header" and _text_len(block.get("text")) > 150:
-            raise _invalid_blocks(f"must be less than 151 characters {where}/text")
-        elif kind == "markdown":
-            markdown_total += len(str(block.get("text", "")))
-        else:
-            limit = {"actions": 25, "context": 10, "context_actions": 5}.get(kind)
-            elements = block.get("elements")
-            if limit is not None and (not elements or len(elements) > limit):
-                raise _invalid_blocks(f"must have 1 to {limit} elements {where}/elements")
-            for el in elements or []:
-                if isinstance(el, dict) and len(str(el.get("action_id", ""))) > 255:
-                    raise _invalid_blocks(f"action_id too long {where}/elements")
-    if markdown_total > MARKDOWN_LIMIT:
-        raise ApiError("msg_blocks_too_long")
-    return blocks
-
-
-def check_chunks(chunks: Any) -> list[dict[str, Any]]:
-    if not isinstance(chunks, list):
-        raise ApiError("invalid_chunks")
-    for chunk in chunks:
-        if not isinstance(chunk, dict):
-            raise ApiError("invalid_chunks")
-        kind = chunk.get("type")
-        if kind == "markdown_text":
-            ok = isinstance(chunk.get("text"), str)
-        elif kind == "task_update":
-            ok = bool(chunk.get("id")) and bool(chunk.get("title")) and (
-                chunk.get("status") in TASK_STATUSES
-            )
-        elif kind == "plan_update":
-            ok = bool(chunk.get("title"))
-        elif kind == "blocks":
-            check_blocks(chunk.get("blocks"))
-            ok = True
-        else:
-            ok = False
-        if not ok:
-            raise ApiError("invalid_chunks", errors=[f"invalid chunk: {kind}"])
-    return chunks
-
-
-def check_content(ctx: Ctx, *, need_content: bool = True) -> None:
-    """Slack's content rules for chat.postMessage / chat.update / chat.postEphemeral."""
-    text, md = ctx.params.get("text"), ctx.params.get("markdown_text")
-    blocks = ctx.params.get("blocks")
-    if md is not None and (text or blocks):
-        raise ApiError("markdown_text_conflict")
-    if need_content and not (text or md or blocks or ctx.params.get("attachments")):
-        raise ApiError("no_text")
-    if text is not None and len(str(text)) > TEXT_LIMIT:
-        raise ApiError("msg_too_long")
-    if md is not None and len(str(md)) > MARKDOWN_LIMIT:
-        raise ApiError("msg_too_long")
-    if blocks is not None:
-        check_blocks(blocks)
-
+from app.sandbox.slack_state import Channel, StreamState
 
 # ---- channel and message helpers ------------------------------------------------------
 
@@ -588,7 +444,7 @@ def _check_view(ctx: Ctx) -> dict[str, Any]:
     blocks = view.get("blocks", [])
     check_blocks(blocks, max_blocks=MAX_VIEW_BLOCKS)
     for key in ("title", "submit", "close"):
-        if _text_len(view.get(key)) > 24:
+        if text_len(view.get(key)) > 24:
             raise ApiError("invalid_arguments",
                            response_metadata={"messages": [f"[ERROR] {key} too long"]})
     if len(str(view.get("private_metadata", ""))) > 3000:
