@@ -60,7 +60,10 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
     client = AsyncWebClient(**kwargs)
     # Rate limits are handled by our own renderer (it must keep pending text); only retry
     # failures that did not reach Slack's handler.
-    client.retry_handlers = [AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncServerErrorRetryHandler(max_retry_count=2)]
+    client.retry_handlers = [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+    ]
     return client
 
 

@@ -67,7 +67,6 @@ async def serve(
             asgi, host=services.settings.host, port=services.settings.port, log_config=None, lifespan="on"
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         tasks.append(asyncio.create_task(server.serve(sockets=[listen_socket] if listen_socket else None)))
         log.info("web listening", extra={"host": services.settings.host, "port": services.settings.port})
     the_worker: Worker | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,8 @@ from app.render.base import Renderer
 from app.runtime import Services
 from app.sessions.cursor import StaleLease
 from app.sessions.follower import EventHook, SessionFollower, TurnFailed
-from app.tickets.model import TicketState
+from app.slack.channels import resolve_environment
+from app.tickets.model import Ticket, TicketState
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class Worker:
             return False
         task = asyncio.create_task(self._follow(lease, reason), name=f"follow-{ticket_id}")
         self.followers[ticket_id] = task
-        task.add_done_callback(lambda _t, tid=ticket_id: self._forget(tid, _t))
+        task.add_done_callback(functools.partial(self._forget, ticket_id))
         return True
 
     def _forget(self, ticket_id: str, task: asyncio.Task[None]) -> None:
@@ -103,6 +105,10 @@ class Worker:
                 return
             extra: dict[str, Any] = {"ticket": ticket.id, "session": ticket.session_id, "reason": reason}
             log.info("following ticket", extra=extra)
+            if not ticket.environment:
+                if not await self._resolve_environment(ticket):
+                    done = True
+                    return
             follower = SessionFollower(
                 client=self.services.anthropic,
                 store=store,
@@ -138,6 +144,22 @@ class Worker:
             if done and await store.pending_messages(lease.ticket_id):
                 # A message arrived as we were finishing: pick it straight back up.
                 await self.start_ticket(lease.ticket_id, "late-message")
+
+    async def _resolve_environment(self, ticket: Ticket) -> bool:
+        env = await resolve_environment(
+            self.services.slack, self.services.redis, self.services.config, ticket.channel_id
+        )
+        if env is None:
+            await self.services.store.transition(ticket, TicketState.FAILED, "channel not served")
+            await self.renderer.notice(
+                ticket,
+                ":no_entry: This channel is not set up for support tickets. "
+                "An admin can add it to an environment in support-agent.yml.",
+            )
+            return False
+        ticket.environment = env
+        await self.services.store.save(ticket)
+        return True
 
     async def _renew_forever(self, lease: Lease) -> None:
         interval = max(self.services.settings.lease_seconds / 3, 0.2)

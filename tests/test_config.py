@@ -33,7 +33,9 @@ def test_shipped_config_loads(app_config: AppConfig) -> None:
 
 
 def test_bad_field_names_the_line() -> None:
-    text = MINIMAL.replace("    managed_environment: {name: env-internal}", "    managed_environment: {name: e}\n    budget_usd: -3")
+    text = MINIMAL.replace(
+        "    managed_environment: {name: env-internal}", "    managed_environment: {name: e}\n    budget_usd: -3"
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(text, "cfg.yml")
     assert "cfg.yml:9" in str(err.value)

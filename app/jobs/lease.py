@@ -98,7 +98,8 @@ class LeaseManager:
         """Active tickets whose lease ran out: their worker is gone."""
         ids = await self.redis.zrangebyscore(ACTIVE, "-inf", time.time() * 1000, start=0, num=limit)
         orphaned = []
-        for ticket_id in ids:
+        for raw in ids:
+            ticket_id = str(raw)
             if not await self.redis.exists(f"sa:lease:{ticket_id}"):
                 orphaned.append(ticket_id)
         return orphaned

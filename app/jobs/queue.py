@@ -8,6 +8,7 @@ acknowledged are reclaimed by the others after `reclaim_after_ms`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -40,12 +41,12 @@ class JobQueue:
         return str(await self.redis.xadd(STREAM, {"ticket_id": ticket_id, "reason": reason}, maxlen=100_000))
 
     async def take(self, count: int = 10, block_ms: int = 1000) -> list[Job]:
-        reply = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count, block=block_ms)
+        reply: Any = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count, block=block_ms)
         return [_job(i, f) for _, entries in reply or [] for i, f in entries]
 
     async def reclaim(self, count: int = 10) -> list[Job]:
         """Jobs a vanished consumer left unacknowledged."""
-        reply = await self.redis.xautoclaim(
+        reply: Any = await self.redis.xautoclaim(
             STREAM, GROUP, self.consumer, min_idle_time=self.reclaim_after_ms, start_id="0-0", count=count
         )
         return [_job(i, f) for i, f in reply[1] if f]

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.config.model import AppConfig
 from app.jobs.queue import JobQueue
+from app.slack.channels import environment_by_id
 from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket, TicketState
 from app.tickets.store import TicketStore
 
@@ -122,7 +123,8 @@ class Intake:
     ) -> IntakeResult:
         question = strip_mention(text, bot_user_id)
         if existing is None:
-            environment = self.config.environment_for_channel(channel) or ""
+            # Only an explicit channel id is resolved here; names need Slack, which the worker asks.
+            environment = environment_by_id(self.config, channel) or ""
             ticket, created = await self.store.open_ticket(
                 team_id=team_id,
                 channel_id=channel,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -107,15 +108,15 @@ class TicketStore:
 
     async def by_thread(self, team_id: str, channel_id: str, thread_ts: str) -> Ticket | None:
         ticket_id = await self.redis.get(f"{P}thread:{team_id}:{channel_id}:{thread_ts}")
-        return await self.get(ticket_id) if ticket_id else None
+        return await self.get(str(ticket_id)) if ticket_id else None
 
     async def by_number(self, team_id: str, number: int) -> Ticket | None:
         ticket_id = await self.redis.hget(f"{P}team:{team_id}:numbers", str(number))
-        return await self.get(ticket_id) if ticket_id else None
+        return await self.get(str(ticket_id)) if ticket_id else None
 
     async def by_session(self, session_id: str) -> Ticket | None:
         ticket_id = await self.redis.get(f"{P}session:{session_id}")
-        return await self.get(ticket_id) if ticket_id else None
+        return await self.get(str(ticket_id)) if ticket_id else None
 
     async def save(self, ticket: Ticket) -> None:
         ticket.updated_at = time.time()
@@ -154,8 +155,8 @@ class TicketStore:
             ids = await self.redis.zrevrangebyscore(f"{P}tickets", "+inf", since, start=0, num=limit)
         return await self._many(ids)
 
-    async def _many(self, ids: Iterable[str]) -> list[Ticket]:
-        ids = list(ids)
+    async def _many(self, raw_ids: Iterable[Any]) -> list[Ticket]:
+        ids = [str(i) for i in raw_ids]
         if not ids:
             return []
         raws = await self.redis.mget([f"{P}ticket:{i}" for i in ids])
