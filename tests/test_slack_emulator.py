@@ -81,6 +81,9 @@ class Receiver:
         return [r["body"] for r in self.requests
                 if type_ is None or r["body"].get("event", {}).get("type") == type_]
 
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [r["body"] for r in self.requests if r["body"].get("type") == type_]
+
     def stop(self) -> None:
         self.server.stop()
 
@@ -428,7 +431,7 @@ async def test_commands_actions_and_response_url(emu: SlackEmulator,
                 "type": "button", "action_id": "approve", "value": "run-1",
                 "text": {"type": "plain_text", "text": "Approve"}}]}])
         await emu.click(CH, posted["ts"], "approve", user="U0002")
-        action = receiver.requests[-1]["body"]
+        action = receiver.of_type("block_actions")[-1]
         assert action["type"] == "block_actions" and action["user"]["id"] == "U0002"
         assert action["actions"][0] == {**action["actions"][0], "action_id": "approve",
                                         "block_id": "approval", "value": "run-1"}
@@ -439,8 +442,8 @@ async def test_commands_actions_and_response_url(emu: SlackEmulator,
             user="U0001", view={"id": "V1", "callback_id": "budget", "type": "modal"},
             values={"b": {"amount": {"type": "plain_text_input", "value": "20"}}})
         assert submitted.status == 200
-        assert receiver.requests[-1]["body"]["view"]["state"]["values"]["b"]["amount"]["value"] \
-            == "20"
+        values = receiver.of_type("view_submission")[-1]["view"]["state"]["values"]
+        assert values["b"]["amount"]["value"] == "20"
     finally:
         receiver.stop()
 

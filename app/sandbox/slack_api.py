@@ -15,11 +15,13 @@ Method handlers live in `slack_methods`, the workspace in `slack_state`, limits 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import time
 import urllib.parse
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -288,7 +290,14 @@ class SlackEmulator:
             Route("/api/{method}", self._api, methods=["GET", "POST"]),
             *control_routes(self),
         ]
-        return Starlette(routes=routes)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            yield
+            if self._tasks:  # let in-flight echo deliveries finish before the loop closes
+                await asyncio.wait(set(self._tasks), timeout=2)
+
+        return Starlette(routes=routes, lifespan=lifespan)
 
     async def _api(self, request: Request) -> Response:
         method = request.path_params["method"]
