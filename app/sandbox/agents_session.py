@@ -1,0 +1,505 @@
+"""One emulated Managed Agents session: its object, event log, live streams and agent loop.
+
+Everything here runs on the emulator's event loop (see `EmulatorState` for the threading rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from .agents_resources import ApiError, rfc3339
+from .scenario import (
+    Scenario,
+    TurnEnded,
+    TurnEngine,
+    UsageDelta,
+    content_text,
+    pick_steps,
+)
+
+if TYPE_CHECKING:
+    from .agents_state import EmulatorState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prices:
+    """List prices in USD: tokens per million, runtime per session-hour, web search per call.
+    Defaults are Claude Sonnet 4.6-like rates."""
+
+    input: float = 3.0
+    output: float = 15.0
+    cache_read: float = 0.30
+    cache_write_5m: float = 3.75
+    cache_write_1h: float = 6.0
+    runtime_per_hour: float = 0.08
+    web_search: float = 0.01
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_5m: int = 0
+    cache_creation_1h: int = 0
+    active_seconds: float = 0.0
+    web_search_requests: int = 0
+
+    def add(self, delta: UsageDelta) -> None:
+        self.input_tokens += delta.input_tokens
+        self.output_tokens += delta.output_tokens
+        self.cache_read_input_tokens += delta.cache_read_input_tokens
+        self.cache_creation_5m += delta.cache_creation_5m_input_tokens
+        self.cache_creation_1h += delta.cache_creation_1h_input_tokens
+        self.active_seconds += delta.active_seconds
+        self.web_search_requests += delta.web_search_requests
+
+    def cost_usd(self, prices: Prices) -> float:
+        per_token = (
+            self.input_tokens * prices.input
+            + self.output_tokens * prices.output
+            + self.cache_read_input_tokens * prices.cache_read
+            + self.cache_creation_5m * prices.cache_write_5m
+            + self.cache_creation_1h * prices.cache_write_1h
+        ) / 1_000_000
+        runtime = self.active_seconds * prices.runtime_per_hour / 3600
+        return per_token + runtime + self.web_search_requests * prices.web_search
+
+    def cost_cents(self, prices: Prices) -> int:
+        return math.floor(self.cost_usd(prices) * 100 + 0.5)
+
+    def to_json(self, prices: Prices) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_creation_5m,
+                "ephemeral_1h_input_tokens": self.cache_creation_1h,
+            },
+            "active_seconds": self.active_seconds,
+            "server_tool_use": {
+                "web_search_requests": self.web_search_requests,
+                "web_fetch_requests": 0,
+            },
+            "list_cost": {"amount": str(self.cost_cents(prices)), "currency": "USD"},
+        }
+
+
+class StreamAborted(Exception):
+    """Raised inside an SSE body to cut the connection without a clean end (a network drop)."""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One open SSE connection."""
+
+    deltas: frozenset[str]
+    queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    previews: set[str] = field(default_factory=set)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.queue.put_nowait(("event", frame))
+
+    def close(self, mode: str = "close") -> None:
+        self.queue.put_nowait(("close", mode))
+
+
+class SessionRuntime:
+    """The emulated session. Implements `scenario.TurnRuntime` for the engine."""
+
+    def __init__(
+        self,
+        state: EmulatorState,
+        session_id: str,
+        *,
+        agent: dict[str, Any],
+        environment_id: str,
+        vault_ids: list[str],
+        metadata: dict[str, str],
+        title: str | None,
+        budget: dict[str, Any] | None,
+        resources: list[dict[str, Any]],
+    ) -> None:
+        self.state = state
+        self.id = session_id
+        self.agent = agent
+        self.environment_id = environment_id
+        self.vault_ids = vault_ids
+        self.metadata = metadata
+        self.title = title
+        self.budget = budget
+        self.budget_ever_set = budget is not None
+        self.resources = resources
+        created = state.clock.now()
+        self.created_at: datetime = created
+        self.updated_at: datetime = created
+        self.archived_at: datetime | None = None
+        self.ended_at: datetime | None = None
+        self.status: Literal["idle", "running", "rescheduling", "terminated"] = "idle"
+        self.usage = Usage()
+        self.scenario: Scenario | None = None  # per-session override of state.scenario
+        self.events: list[dict[str, Any]] = []  # processed, in processed_at order
+        self.queued: deque[dict[str, Any]] = deque()  # user.message waiting for a turn
+        self.flushed: list[dict[str, Any]] = []
+        self.subscribers: set[Subscriber] = set()
+        self.processed_messages: list[dict[str, Any]] = []
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.worker: asyncio.Task[None] | None = None
+        self.turn_task: asyncio.Task[None] | None = None
+        self.budget_resume: asyncio.Event | None = None
+        self.rule_uses: dict[int, int] = {}
+
+    # -- the object --------------------------------------------------------------------------
+
+    @property
+    def budget_paused(self) -> bool:
+        return self.budget_resume is not None
+
+    def to_json(self) -> dict[str, Any]:
+        end = self.ended_at or self.state.clock.now()
+        return {
+            "id": self.id,
+            "type": "session",
+            "title": self.title,
+            "status": self.status,
+            "agent": self.agent,
+            "environment_id": self.environment_id,
+            "vault_ids": list(self.vault_ids),
+            "metadata": dict(self.metadata),
+            "resources": list(self.resources),
+            "budget": self.budget,
+            "usage": self.usage.to_json(self.state.prices),
+            "stats": {
+                "active_seconds": self.usage.active_seconds,
+                "duration_seconds": round((end - self.created_at).total_seconds(), 6),
+            },
+            "outcome_evaluations": [],
+            "deployment_id": None,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "archived_at": rfc3339(self.archived_at) if self.archived_at else None,
+        }
+
+    def all_events(self) -> list[dict[str, Any]]:
+        """Processed events in order, then queued user messages (processed_at null)."""
+        return [*self.events, *self.queued]
+
+    # -- emitting ----------------------------------------------------------------------------
+
+    def new_event_id(self) -> str:
+        return self.state.new_id("sevt")
+
+    def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
+        event_id = fields.pop("id", None) or self.new_event_id()
+        event = {"id": event_id, "type": event_type, "processed_at": rfc3339(self.state.clock.now())}
+        event.update(fields)
+        self.events.append(event)
+        if event_type == "session.status_running":
+            self.status = "running"
+        elif event_type == "session.status_idle":
+            self.status = "idle"
+        elif event_type == "session.status_rescheduled":
+            self.status = "rescheduling"
+        elif event_type == "session.status_terminated":
+            self.status = "terminated"
+            self.ended_at = self.state.clock.now()
+        self.broadcast(event)
+        return event
+
+    def broadcast(self, event: dict[str, Any]) -> None:
+        for sub in list(self.subscribers):
+            sub.send(event)
+
+    def preview_start(self, event_id: str, event_type: str) -> None:
+        for sub in self.subscribers:
+            if event_type in sub.deltas:
+                sub.previews.add(event_id)
+                sub.send({"type": "event_start", "event": {"id": event_id, "type": event_type}})
+
+    def preview_delta(self, event_id: str, text: str) -> None:
+        frame = {
+            "type": "event_delta",
+            "event_id": event_id,
+            "delta": {"type": "content_delta", "index": 0, "content": {"type": "text", "text": text}},
+        }
+        for sub in self.subscribers:
+            if event_id in sub.previews:
+                sub.send(frame)
+
+    def subscribe(self, deltas: frozenset[str]) -> Subscriber:
+        sub = Subscriber(deltas=deltas)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    def drop_streams(self, mode: str = "close") -> None:
+        for sub in list(self.subscribers):
+            sub.close(mode)
+        self.subscribers.clear()
+
+    # -- TurnRuntime -------------------------------------------------------------------------
+
+    def permission_for(
+        self, kind: Literal["tool", "mcp_tool"], name: str, server: str | None
+    ) -> Literal["always_allow", "always_ask", "auto"]:
+        for tool in self.agent.get("tools", []):
+            if kind == "tool" and tool["type"] == "agent_toolset_20260401":
+                pass
+            elif kind == "mcp_tool" and tool["type"] == "mcp_toolset" and tool["mcp_server_name"] == server:
+                pass
+            else:
+                continue
+            for config in tool["configs"]:
+                if config["name"] == name:
+                    return config["permission_policy"]["type"]
+            return tool["default_config"]["permission_policy"]["type"]
+        return "always_allow"
+
+    async def wait_actions(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        futures = {i: loop.create_future() for i in event_ids}
+        self.pending.update(futures)
+        answers: dict[str, dict[str, Any]] = {}
+        try:
+            remaining = list(event_ids)
+            while remaining:
+                self.emit("session.status_idle", stop_reason={"type": "requires_action", "event_ids": remaining})
+                await asyncio.wait([futures[i] for i in remaining], return_when=asyncio.FIRST_COMPLETED)
+                for i in list(remaining):
+                    if futures[i].done():
+                        answers[i] = futures[i].result()
+                        remaining.remove(i)
+            self.emit("session.status_running")
+            return answers
+        finally:
+            for i in event_ids:
+                self.pending.pop(i, None)
+
+    def budget_reached(self) -> bool:
+        if self.budget is None:
+            return False
+        limit = int(self.budget["max_list_cost"]["amount"])
+        return self.usage.cost_cents(self.state.prices) >= limit
+
+    async def check_budget(self) -> None:
+        while self.budget_reached():
+            self.emit("session.usage", usage=self.usage.to_json(self.state.prices), budget=self.budget)
+            self.emit("session.status_idle", stop_reason={"type": "budget_reached"})
+            self.budget_resume = asyncio.Event()
+            try:
+                await self.budget_resume.wait()
+            finally:
+                self.budget_resume = None
+            self.emit("session.status_running")
+
+    def add_usage(self, delta: UsageDelta, emit: bool = True) -> None:
+        self.usage.add(delta)
+        if emit:
+            self.emit("session.usage", usage=self.usage.to_json(self.state.prices), budget=self.budget)
+
+    def server_url(self, server: str) -> str:
+        for entry in self.agent.get("mcp_servers", []):
+            if entry["name"] == server:
+                return str(entry["url"])
+        return f"mcp://{server}"
+
+    async def call_mcp(
+        self,
+        server: str,
+        tool: str,
+        tool_input: dict[str, Any],
+        scripted: str | None,
+        scripted_is_error: bool,
+    ) -> tuple[str, bool]:
+        url = self.server_url(server)
+        token = self.state.credential_token_for(self.vault_ids, url)
+        self.state.mcp_calls.append(
+            {"session_id": self.id, "server": server, "url": url, "tool": tool, "input": tool_input,
+             "authenticated": token is not None}
+        )
+        caller = self.state.mcp_caller
+        try:
+            if caller is not None:
+                return await caller(url, tool, tool_input, token)
+            if scripted is not None:
+                return scripted, scripted_is_error
+            from .agents_mcp import http_mcp_call
+
+            return await http_mcp_call(url, tool, tool_input, token)
+        except Exception as exc:  # the agent sees tool failures as error results
+            log.info("emulated MCP call to %s failed: %r", url, exc)
+            return f"MCP call failed: {exc}", True
+
+    def flush_queue(self) -> None:
+        self.flushed.extend(self.queued)
+        self.queued.clear()
+
+    def terminate(self) -> None:
+        self.flush_queue()
+        if self.status != "terminated":
+            self.emit("session.status_terminated")
+
+    # -- receiving user events ---------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        if self.archived_at is not None:
+            raise ApiError(409, "session is archived")
+        if self.status == "terminated":
+            raise ApiError(400, "session is terminated")
+
+    def accept(self, raw_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validate, record and act on a batch from `events.send`. All or nothing."""
+        self.check_writable()
+        for raw in raw_events:
+            self._validate(raw)
+        return [self._receive(raw) for raw in raw_events]
+
+    def _validate(self, raw: dict[str, Any]) -> None:
+        kind = raw.get("type")
+        if kind == "user.message":
+            content = raw.get("content")
+            if not isinstance(content, list) or not content:
+                raise ApiError(400, "user.message: content must be a non-empty array")
+            for block in content:
+                if not isinstance(block, dict) or block.get("type") not in (
+                    "text", "image", "document", "redacted"
+                ):
+                    raise ApiError(400, "user.message: unsupported content block")
+            if self.budget_paused:
+                raise ApiError(400, "session is paused at its budget: raise or remove the budget first")
+        elif kind == "user.tool_confirmation":
+            if raw.get("result") not in ("allow", "deny"):
+                raise ApiError(400, "user.tool_confirmation: result must be allow or deny")
+            if raw.get("deny_message") is not None and raw.get("result") != "deny":
+                raise ApiError(400, "user.tool_confirmation: deny_message only with deny")
+            if raw.get("tool_use_id") not in self.pending:
+                raise ApiError(400, "user.tool_confirmation: tool_use_id is not a pending tool use")
+        elif kind == "user.custom_tool_result":
+            if raw.get("custom_tool_use_id") not in self.pending:
+                raise ApiError(400, "user.custom_tool_result: custom_tool_use_id is not pending")
+        elif kind == "system.message":
+            content = raw.get("content")
+            if not isinstance(content, list) or not content:
+                raise ApiError(400, "system.message: content must be a non-empty array")
+        elif kind == "user.interrupt":
+            pass
+        elif kind in ("user.define_outcome", "user.tool_result"):
+            raise ApiError(400, f"{kind} is not supported by the emulator")
+        else:
+            raise ApiError(400, f"unknown event type {kind!r}")
+
+    def _receive(self, raw: dict[str, Any]) -> dict[str, Any]:
+        event = {k: v for k, v in raw.items() if k != "session_thread_id"}
+        event["id"] = self.new_event_id()
+        self.state.user_events.append({"session_id": self.id, "event": event})
+        kind = event["type"]
+        if kind == "user.message":
+            if self.worker is None and self.status != "terminated":
+                self._process_now(event)
+                self._start_turns(event)
+            else:
+                event["processed_at"] = None
+                self.queued.append(event)
+                self.broadcast(event)
+            return event
+        self._process_now(event)
+        if kind == "user.interrupt":
+            if self.turn_task is not None and not self.turn_task.done() and not self.budget_paused:
+                self.turn_task.cancel()
+        elif kind == "user.tool_confirmation":
+            self._resolve(event["tool_use_id"], event)
+        elif kind == "user.custom_tool_result":
+            self._resolve(event["custom_tool_use_id"], event)
+        return event
+
+    def _process_now(self, event: dict[str, Any]) -> None:
+        event["processed_at"] = rfc3339(self.state.clock.now())
+        self.events.append(event)
+        self.broadcast(event)
+
+    def _resolve(self, event_id: str, answer: dict[str, Any]) -> None:
+        future = self.pending.get(event_id)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    # -- the agent loop ----------------------------------------------------------------------
+
+    def _start_turns(self, first: dict[str, Any]) -> None:
+        self.emit("session.status_running")
+        self.worker = asyncio.get_running_loop().create_task(self._turns(first))
+
+    def resume_budget(self) -> None:
+        if self.budget_resume is not None:
+            self.budget_resume.set()
+
+    async def _turns(self, first: dict[str, Any]) -> None:
+        event: dict[str, Any] | None = first
+        try:
+            while event is not None:
+                await self._turn(event)
+                event = None
+                if self.status != "terminated" and self.queued:
+                    event = self.queued.popleft()
+                    event["processed_at"] = rfc3339(self.state.clock.now())
+                    self.events.append(event)
+                    self.emit("session.status_running")
+        finally:
+            self.worker = None
+            self.turn_task = None
+
+    async def _turn(self, message: dict[str, Any]) -> None:
+        text = content_text(message.get("content"))
+        self.processed_messages.append({"id": message["id"], "text": text})
+        scenario = self.scenario or self.state.scenario
+        steps = pick_steps(scenario, text, self.rule_uses)
+        engine = TurnEngine(self, scenario, text, turn=len(self.processed_messages))
+        task = asyncio.get_running_loop().create_task(engine.run(steps))
+        self.turn_task = task
+        try:
+            await asyncio.wait([task])
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self.turn_task = None
+        if self.status == "terminated":
+            return
+        if task.cancelled():  # user.interrupt
+            self.emit("session.status_idle", stop_reason={"type": "end_turn"})
+            return
+        exc = task.exception()
+        if exc is None:
+            self.emit("session.status_idle", stop_reason={"type": "end_turn"})
+        elif not isinstance(exc, TurnEnded):
+            log.exception("emulated turn failed", exc_info=exc)
+            self.emit(
+                "session.error",
+                error={
+                    "type": "unknown_error",
+                    "message": f"emulator error: {exc!r}",
+                    "retry_status": {"type": "exhausted"},
+                },
+            )
+            self.emit("session.status_idle", stop_reason={"type": "retries_exhausted"})
+
+    def stop_tasks(self) -> None:
+        """Cancel the agent loop (archive, delete, emulator shutdown)."""
+        for future in self.pending.values():
+            future.cancel()
+        if self.worker is not None:
+            self.worker.cancel()
+        if self.turn_task is not None:
+            self.turn_task.cancel()

@@ -1,0 +1,641 @@
+"""Scenario scripts for the Managed Agents emulator, and the engine that plays them.
+
+A scenario is plain JSON, so a test in another process can post it to the emulator:
+
+    {"rules": [
+        {"match": "(?i)refund", "steps": [
+            {"thinking": {}},
+            {"mcp_tool": "search_docs", "server": "knowledge_base",
+             "input": {"q": "refund"}, "permission": "ask", "result": "Refunds take 5 days."},
+            {"message": "Refunds take 5 days. ({last_tool_result})", "deltas": 4},
+            {"usage": {"input_tokens": 1200, "output_tokens": 300}}
+        ]},
+        {"match": null, "steps": [{"message": "You asked: {user_text}"}]}
+    ]}
+
+Each `user.message` is one turn. The first rule whose `match` regex finds the message text (or
+whose `match` is null) supplies the turn's steps; with no match the agent answers
+"You asked: <text>" in a few deltas. `max_uses` limits how many turns a rule may serve.
+
+Step kinds (one key names the kind, the other keys are its options):
+
+    {"thinking": {}}
+    {"message": "text", "deltas": 3, "delta_delay": 0.0}
+    {"tool": "web_search", "input": {}, "result": "...", "is_error": false,
+     "permission": "allow"|"ask"|"deny"|null, "deny_message": null, "on_deny": [steps]|null}
+    {"mcp_tool": "search_docs", "server": "knowledge_base", "input": {}, "result": "..."|null,
+     "is_error": false, "permission": ..., "deny_message": null, "on_deny": [steps]|null}
+    {"custom_tool": "escalate_to_human", "input": {}}
+    {"parallel": [tool | mcp_tool | custom_tool steps]}     one idle, several pending ids
+    {"sleep": 0.2}
+    {"error": "model_overloaded_error", "retry_status": "retrying"|"exhausted"|"terminal",
+     "message": null, "mcp_server_name": null, "flush_queue": true}
+    {"usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
+               "cache_creation_5m_input_tokens": 0, "cache_creation_1h_input_tokens": 0,
+               "active_seconds": 0.0, "web_search_requests": 0}}
+    {"drop_stream": {"mode": "close"|"abort"}}
+    {"idle": "end_turn"|"retries_exhausted"|"refusal", "category": null, "explanation": null}
+    {"terminate": {}}
+
+Permissions: with `permission` null, the session's agent configuration decides (the tool's
+`permission_policy`; MCP toolsets default to `always_ask`, the agent toolset to `always_allow`,
+`auto` evaluates to allow). `ask` emits the tool use with `evaluated_permission: "ask"`, goes idle
+with `requires_action` and waits for `user.tool_confirmation`: allow runs the tool, deny yields an
+error tool result carrying the `deny_message` and then runs `on_deny` (if given) instead of the
+rest of the turn. `deny` is a policy refusal (`auto` judged it high-risk): error result, no wait.
+
+An MCP tool's result comes from the emulator's `mcp_caller` when one is set, else from the
+step's `result`, else from a real MCP call (streamable HTTP) to the server URL declared on the
+agent, with the bearer token of the session's vault credential for that URL.
+
+Text templates: `{user_text}`, `{last_tool_result}` (text of the latest tool result or custom
+tool result) and `{turn}` (1-based turn number) are replaced in `message` text and in string
+values of tool inputs. Other braces are left alone.
+
+Budget: before each model step (thinking, message, tool uses) the runtime checks the session's
+budget; once the list cost reaches it, the turn pauses (`session.usage`, then idle
+`budget_reached`) until the budget is raised or removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+Permission = Literal["allow", "ask", "deny"]
+
+# ---------------------------------------------------------------------------------------------
+# The script model
+# ---------------------------------------------------------------------------------------------
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThinkingStep(_Step):
+    thinking: dict[str, Any] = Field(default_factory=dict)
+
+
+class MessageStep(_Step):
+    message: str
+    deltas: int = Field(default=3, ge=0)
+    delta_delay: float = Field(default=0.0, ge=0)
+
+
+class ToolStep(_Step):
+    """A built-in (agent toolset) tool: `agent.tool_use` then `agent.tool_result`."""
+
+    tool: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    result: str = ""
+    is_error: bool = False
+    permission: Permission | None = None
+    deny_message: str | None = None
+    on_deny: list[Step] | None = None
+
+
+class McpToolStep(_Step):
+    """An MCP tool: `agent.mcp_tool_use` then `agent.mcp_tool_result`."""
+
+    mcp_tool: str
+    server: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    result: str | None = None
+    is_error: bool = False
+    permission: Permission | None = None
+    deny_message: str | None = None
+    on_deny: list[Step] | None = None
+
+
+class CustomToolStep(_Step):
+    """A custom tool: `agent.custom_tool_use`, idle `requires_action`, wait for the result."""
+
+    custom_tool: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class SleepStep(_Step):
+    sleep: float = Field(ge=0)
+
+
+class ErrorStep(_Step):
+    error: str = "model_overloaded_error"
+    retry_status: Literal["retrying", "exhausted", "terminal"] = "retrying"
+    message: str | None = None
+    mcp_server_name: str | None = None
+    flush_queue: bool = True
+
+
+class UsageDelta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cache_read_input_tokens: int = Field(default=0, ge=0)
+    cache_creation_5m_input_tokens: int = Field(default=0, ge=0)
+    cache_creation_1h_input_tokens: int = Field(default=0, ge=0)
+    active_seconds: float = Field(default=0.0, ge=0)
+    web_search_requests: int = Field(default=0, ge=0)
+
+
+class UsageStep(_Step):
+    usage: UsageDelta
+
+
+class DropStreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["close", "abort"] = "close"
+
+
+class DropStreamStep(_Step):
+    drop_stream: DropStreamOptions = Field(default_factory=DropStreamOptions)
+
+
+class IdleStep(_Step):
+    idle: Literal["end_turn", "retries_exhausted", "refusal"]
+    category: Literal["cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms"] | None = (
+        None
+    )
+    explanation: str | None = None
+
+
+class TerminateStep(_Step):
+    terminate: dict[str, Any] = Field(default_factory=dict)
+
+
+class ParallelStep(_Step):
+    """Several tool calls from one model response: one idle lists every pending id."""
+
+    parallel: list[Step]
+
+    @model_validator(mode="after")
+    def _only_tools(self) -> ParallelStep:
+        for step in self.parallel:
+            if not isinstance(step, ToolStep | McpToolStep | CustomToolStep):
+                raise ValueError("parallel holds only tool, mcp_tool and custom_tool steps")
+        return self
+
+
+_STEP_KEYS: dict[str, type[_Step]] = {
+    "thinking": ThinkingStep,
+    "message": MessageStep,
+    "tool": ToolStep,
+    "mcp_tool": McpToolStep,
+    "custom_tool": CustomToolStep,
+    "parallel": ParallelStep,
+    "sleep": SleepStep,
+    "error": ErrorStep,
+    "usage": UsageStep,
+    "drop_stream": DropStreamStep,
+    "idle": IdleStep,
+    "terminate": TerminateStep,
+}
+
+
+_TOOL_STEPS = (ToolStep, McpToolStep, CustomToolStep)
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key in _STEP_KEYS:
+            if key in value:
+                return key
+        return None
+    for key, cls in _STEP_KEYS.items():
+        if isinstance(value, cls):
+            return key
+    return None
+
+
+Step = Annotated[
+    Annotated[ThinkingStep, Tag("thinking")]
+    | Annotated[MessageStep, Tag("message")]
+    | Annotated[ToolStep, Tag("tool")]
+    | Annotated[McpToolStep, Tag("mcp_tool")]
+    | Annotated[CustomToolStep, Tag("custom_tool")]
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[SleepStep, Tag("sleep")]
+    | Annotated[ErrorStep, Tag("error")]
+    | Annotated[UsageStep, Tag("usage")]
+    | Annotated[DropStreamStep, Tag("drop_stream")]
+    | Annotated[IdleStep, Tag("idle")]
+    | Annotated[TerminateStep, Tag("terminate")],
+    Discriminator(_step_kind),
+]
+
+ToolStep.model_rebuild()
+McpToolStep.model_rebuild()
+ParallelStep.model_rebuild()
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    match: str | None = None
+    """A regex searched in the user message text; None matches every message."""
+    steps: list[Step] = Field(default_factory=list)
+    max_uses: int | None = None
+    """Serve at most this many turns (None: unlimited)."""
+
+    def matches(self, text: str) -> bool:
+        return self.match is None or re.search(self.match, text, re.S) is not None
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[Rule] = Field(default_factory=list)
+    spans: bool = True
+    """Wrap model output in `span.model_request_start` / `span.model_request_end` events."""
+    default_deltas: int = 3
+
+    @classmethod
+    def parse(cls, value: Scenario | dict[str, Any] | list[Any] | None) -> Scenario:
+        """Accept a Scenario, its JSON dict, or a bare list of rules."""
+        if value is None:
+            return cls()
+        if isinstance(value, Scenario):
+            return value
+        if isinstance(value, list):
+            return cls.model_validate({"rules": value})
+        return cls.model_validate(value)
+
+    @classmethod
+    def reply(cls, *steps: dict[str, Any], match: str | None = None) -> Scenario:
+        """A one-rule scenario: `Scenario.reply({"message": "hi"})`."""
+        return cls.model_validate({"rules": [{"match": match, "steps": list(steps)}]})
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=False)
+
+
+def default_steps(text: str, deltas: int = 3) -> list[Step]:
+    return [MessageStep(message=f"You asked: {text}", deltas=deltas)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+
+class TurnRuntime(Protocol):
+    """What the engine needs from the emulator's session (implemented in agents_state)."""
+
+    def emit(self, event_type: str, **fields: Any) -> dict[str, Any]: ...
+
+    def new_event_id(self) -> str: ...
+
+    def preview_start(self, event_id: str, event_type: str) -> None: ...
+
+    def preview_delta(self, event_id: str, text: str) -> None: ...
+
+    def permission_for(
+        self, kind: Literal["tool", "mcp_tool"], name: str, server: str | None
+    ) -> Literal["always_allow", "always_ask", "auto"]: ...
+
+    async def wait_actions(self, event_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    async def check_budget(self) -> None: ...
+
+    def add_usage(self, delta: UsageDelta, emit: bool = True) -> None: ...
+
+    async def call_mcp(
+        self, server: str, tool: str, tool_input: dict[str, Any], scripted: str | None,
+        scripted_is_error: bool,
+    ) -> tuple[str, bool]: ...
+
+    def drop_streams(self, mode: str) -> None: ...
+
+    def flush_queue(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+
+class TurnEnded(Exception):
+    """Raised inside the engine when a step ended the turn (idle, exhausted, terminate)."""
+
+
+@dataclass
+class _Pending:
+    step: ToolStep | McpToolStep | CustomToolStep
+    event_id: str
+    permission: Permission
+    tool_input: dict[str, Any]
+
+
+@dataclass
+class TurnEngine:
+    """Plays one turn's steps against a runtime. The runtime emits `session.status_running`
+    before `run()` and an `end_turn` idle after it if `run()` returns normally."""
+
+    runtime: TurnRuntime
+    scenario: Scenario
+    user_text: str
+    turn: int = 1
+    last_tool_result: str = ""
+    _span_id: str | None = None
+    _span_usage: dict[str, int] = field(default_factory=dict)
+
+    # -- templates ---------------------------------------------------------------------------
+
+    def render(self, text: str) -> str:
+        values = {
+            "user_text": self.user_text,
+            "last_tool_result": self.last_tool_result,
+            "turn": str(self.turn),
+        }
+        return re.sub(
+            r"\{(user_text|last_tool_result|turn)\}", lambda m: values[m.group(1)], text
+        )
+
+    def _render_input(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.render(value)
+        if isinstance(value, dict):
+            return {k: self._render_input(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._render_input(v) for v in value]
+        return value
+
+    # -- spans -------------------------------------------------------------------------------
+
+    def _open_span(self) -> None:
+        if self.scenario.spans and self._span_id is None:
+            self._span_id = self.runtime.emit("span.model_request_start")["id"]
+            self._span_usage = {}
+
+    def close_span(self, is_error: bool = False) -> None:
+        if self._span_id is None:
+            return
+        usage = self._span_usage
+        self.runtime.emit(
+            "span.model_request_end",
+            model_request_start_id=self._span_id,
+            is_error=is_error,
+            model_usage={
+                "input_tokens": usage.get("input_tokens", 0),
+                "output_tokens": usage.get("output_tokens", 0),
+                "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0),
+                "cache_creation_input_tokens": usage.get("cache_creation_input_tokens", 0),
+                "speed": "standard",
+            },
+        )
+        self._span_id = None
+        self._span_usage = {}
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, steps: list[Step]) -> None:
+        """Play `steps`. Returns normally when the steps ran out (the runtime then ends the turn
+        with `end_turn`); raises TurnEnded when a step ended the turn itself."""
+        try:
+            await self._run_steps(steps)
+        finally:
+            self.close_span()
+
+    async def _run_steps(self, steps: list[Step]) -> None:
+        for step in steps:
+            if isinstance(
+                step, ThinkingStep | MessageStep | ToolStep | McpToolStep | CustomToolStep | ParallelStep
+            ):
+                if self._span_id is None:
+                    await self.runtime.check_budget()
+                self._open_span()
+            else:
+                if not isinstance(step, UsageStep):
+                    self.close_span()
+            replacement = await self._run_step(step)
+            if replacement is not None:
+                await self._run_steps(replacement)
+                return
+
+    async def _run_step(self, step: Step) -> list[Step] | None:
+        rt = self.runtime
+        if isinstance(step, ThinkingStep):
+            event_id = rt.new_event_id()
+            rt.preview_start(event_id, "agent.thinking")
+            rt.emit("agent.thinking", id=event_id)
+        elif isinstance(step, MessageStep):
+            await self._message(step)
+        elif isinstance(step, ToolStep | McpToolStep | CustomToolStep):
+            return await self._tools([step])
+        elif isinstance(step, ParallelStep):
+            return await self._tools([s for s in step.parallel if isinstance(s, _TOOL_STEPS)])
+        elif isinstance(step, SleepStep):
+            await asyncio.sleep(step.sleep)
+        elif isinstance(step, UsageStep):
+            self._usage(step.usage)
+        elif isinstance(step, DropStreamStep):
+            rt.drop_streams(step.drop_stream.mode)
+        elif isinstance(step, ErrorStep):
+            await self._error(step)
+        elif isinstance(step, IdleStep):
+            self.close_span()
+            fields: dict[str, Any] = {"stop_reason": {"type": step.idle}}
+            if step.idle == "refusal":
+                details: dict[str, Any] = {"type": "refusal"}
+                if step.category:
+                    details["category"] = step.category
+                if step.explanation:
+                    details["explanation"] = step.explanation
+                fields["stop_details"] = details
+            rt.emit("session.status_idle", **fields)
+            raise TurnEnded
+        elif isinstance(step, TerminateStep):
+            self.close_span()
+            rt.terminate()
+            raise TurnEnded
+        return None
+
+    async def _message(self, step: MessageStep) -> None:
+        rt = self.runtime
+        text = self.render(step.message)
+        event_id = rt.new_event_id()
+        rt.preview_start(event_id, "agent.message")
+        for chunk in split_text(text, step.deltas):
+            if step.delta_delay:
+                await asyncio.sleep(step.delta_delay)
+            rt.preview_delta(event_id, chunk)
+        rt.emit("agent.message", id=event_id, content=[{"type": "text", "text": text}])
+
+    def _usage(self, delta: UsageDelta) -> None:
+        if self._span_id is not None:
+            self._span_usage = {
+                "input_tokens": delta.input_tokens,
+                "output_tokens": delta.output_tokens,
+                "cache_read_input_tokens": delta.cache_read_input_tokens,
+                "cache_creation_input_tokens": delta.cache_creation_5m_input_tokens
+                + delta.cache_creation_1h_input_tokens,
+            }
+            self.close_span()
+        self.runtime.add_usage(delta)
+
+    async def _error(self, step: ErrorStep) -> None:
+        rt = self.runtime
+        self.close_span(is_error=True)
+        error: dict[str, Any] = {
+            "type": step.error,
+            "message": step.message or f"emulated {step.error}",
+            "retry_status": {"type": step.retry_status},
+        }
+        if step.error.startswith("mcp_"):
+            error["mcp_server_name"] = step.mcp_server_name or "unknown"
+        if step.error == "credential_host_unreachable_error":
+            error["credential_id"] = "vcrd_emulated"
+            error["vault_id"] = "vlt_emulated"
+        rt.emit("session.error", error=error)
+        if step.retry_status == "retrying":
+            rt.emit("session.status_rescheduled")
+            rt.emit("session.status_running")
+            return
+        if step.flush_queue:
+            rt.flush_queue()
+        if step.retry_status == "exhausted":
+            rt.emit("session.status_idle", stop_reason={"type": "retries_exhausted"})
+        else:
+            rt.terminate()
+        raise TurnEnded
+
+    # -- tools -------------------------------------------------------------------------------
+
+    def _permission(self, step: ToolStep | McpToolStep) -> Permission:
+        if step.permission is not None:
+            return step.permission
+        if isinstance(step, ToolStep):
+            policy = self.runtime.permission_for("tool", step.tool, None)
+        else:
+            policy = self.runtime.permission_for("mcp_tool", step.mcp_tool, step.server)
+        return "ask" if policy == "always_ask" else "allow"
+
+    @staticmethod
+    def _evaluation(permission: Permission) -> dict[str, Any]:
+        if permission == "allow":
+            return {"type": "always_allow"}
+        if permission == "ask":
+            return {"type": "always_ask"}
+        return {"type": "auto", "evaluated_permission": {"type": "deny", "reason_code": "high_risk"}}
+
+    def _emit_use(self, step: ToolStep | McpToolStep | CustomToolStep) -> _Pending:
+        rt = self.runtime
+        tool_input = self._render_input(step.input)
+        if isinstance(step, CustomToolStep):
+            event = rt.emit("agent.custom_tool_use", name=step.custom_tool, input=tool_input)
+            return _Pending(step, event["id"], "ask", tool_input)
+        permission = self._permission(step)
+        common = {
+            "input": tool_input,
+            "evaluated_permission": permission,
+            "evaluation": self._evaluation(permission),
+        }
+        if isinstance(step, ToolStep):
+            event = rt.emit("agent.tool_use", name=step.tool, **common)
+        else:
+            event = rt.emit(
+                "agent.mcp_tool_use", name=step.mcp_tool, mcp_server_name=step.server, **common
+            )
+        return _Pending(step, event["id"], permission, tool_input)
+
+    async def _tools(self, steps: list[ToolStep | McpToolStep | CustomToolStep]) -> list[Step] | None:
+        uses = [self._emit_use(step) for step in steps]
+        self.close_span()
+        waiting = [u.event_id for u in uses if u.permission == "ask"]
+        # Calls that need no answer run first, as they would on the server.
+        for use in uses:
+            if use.permission == "allow":
+                await self._run_tool(use)
+            elif use.permission == "deny":
+                self._tool_result(use, "The tool call was denied by the permission policy.", True)
+        replacement: list[Step] | None = None
+        if waiting:
+            answers = await self.runtime.wait_actions(waiting)
+            for use in uses:
+                if use.event_id not in answers:
+                    continue
+                answer = answers[use.event_id]
+                if isinstance(use.step, CustomToolStep):
+                    self.last_tool_result = content_text(answer.get("content"))
+                elif answer.get("result") == "allow":
+                    await self._run_tool(use)
+                else:
+                    message = answer.get("deny_message") or use.step.deny_message or (
+                        "The user denied this tool call."
+                    )
+                    self._tool_result(use, message, True)
+                    if use.step.on_deny is not None and replacement is None:
+                        replacement = list(use.step.on_deny)
+        return replacement
+
+    async def _run_tool(self, use: _Pending) -> None:
+        step = use.step
+        if isinstance(step, ToolStep):
+            if step.tool == "web_search":
+                self.runtime.add_usage(UsageDelta(web_search_requests=1), emit=False)
+            self._tool_result(use, self.render(step.result), step.is_error)
+        elif isinstance(step, McpToolStep):
+            scripted = self.render(step.result) if step.result is not None else None
+            text, is_error = await self.runtime.call_mcp(
+                step.server, step.mcp_tool, use.tool_input, scripted, step.is_error
+            )
+            self._tool_result(use, text, is_error)
+
+    def _tool_result(self, use: _Pending, text: str, is_error: bool) -> None:
+        content = [{"type": "text", "text": text}]
+        if isinstance(use.step, McpToolStep):
+            self.runtime.emit(
+                "agent.mcp_tool_result", mcp_tool_use_id=use.event_id, content=content, is_error=is_error
+            )
+        else:
+            self.runtime.emit(
+                "agent.tool_result", tool_use_id=use.event_id, content=content, is_error=is_error
+            )
+        self.last_tool_result = text
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def split_text(text: str, parts: int) -> list[str]:
+    """Split `text` into at most `parts` non-empty chunks that join back to `text`."""
+    if parts <= 0 or not text:
+        return []
+    parts = min(parts, len(text))
+    size, extra = divmod(len(text), parts)
+    chunks, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        chunks.append(text[start:end])
+        start = end
+    return chunks
+
+
+def content_text(content: Any) -> str:
+    """The text of a list of content blocks (text blocks joined with newlines)."""
+    if not isinstance(content, list):
+        return ""
+    texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+    return "\n".join(texts)
+
+
+def pick_steps(scenario: Scenario, text: str, uses: dict[int, int]) -> list[Step]:
+    """The steps for a user message: the first matching rule with uses left, else the default.
+    `uses` counts how often each rule (by index) has served; it is updated."""
+    for index, rule in enumerate(scenario.rules):
+        if rule.max_uses is not None and uses.get(index, 0) >= rule.max_uses:
+            continue
+        if rule.matches(text):
+            uses[index] = uses.get(index, 0) + 1
+            return list(rule.steps)
+    return default_steps(text, scenario.default_deltas)
+
+
+McpCaller = Callable[[str, str, dict[str, Any], str | None], Awaitable[tuple[str, bool]]]
+"""`mcp_caller(server_url, tool, input, bearer_token) -> (text, is_error)`."""
