@@ -80,7 +80,8 @@ class Worker:
     async def start_ticket(self, ticket_id: str, reason: str) -> bool:
         """Follow a ticket if no one else does. The current holder sees new inbox messages itself."""
         running = self.followers.get(ticket_id)
-        if running is not None and not running.done():
+        # A finishing follower may hand its ticket straight to a successor: itself is no obstacle.
+        if running is not None and not running.done() and running is not asyncio.current_task():
             return False
         lease = await self.leases.acquire(ticket_id)
         if lease is None:
