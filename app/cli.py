@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from app.config.model import AppConfig, load_config
 from app.config.settings import Settings, SettingsError, describe_missing, load_settings

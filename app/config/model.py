@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.config.yaml_lines import ConfigError, load_yaml_with_lines, line_for, read_text
+from app.config.yaml_lines import ConfigError, line_for, load_yaml_with_lines, read_text
 
 PermissionPolicy = Literal["always_allow", "always_ask", "auto"]
 

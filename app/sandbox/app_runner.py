@@ -133,7 +133,7 @@ class AppProcess:
         args = [sys.executable, "-m", "app.cli", self.role]
         if self.port:
             args += ["--port", str(self.port)]
-        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=self._log)
         if self.port:
             wait_healthy(self.url, proc=self.proc)
