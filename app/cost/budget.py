@@ -104,6 +104,11 @@ def budget_reached_message(
     if approver_mentions:
         body += f"\n{approver_mentions}"
     raise_label = f"Raise budget to {new_budget}" if show_amounts else "Raise budget"
+    confirm_text = (
+        f"Ticket {ticket_ref}: raise the limit from {budget} to {new_budget} and let the agent continue."
+        if show_amounts
+        else f"Ticket {ticket_ref}: raise the spending limit and let the agent continue."
+    )
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}},
         {
@@ -118,11 +123,7 @@ def budget_reached_message(
                     "value": BudgetAction(ticket_id=ticket_id, budget_cents=new_budget_cents).encode(),
                     "confirm": {
                         "title": {"type": "plain_text", "text": "Raise the budget?"},
-                        "text": {
-                            "type": "mrkdwn",
-                            "text": f"Ticket {ticket_ref}: raise the limit from {budget} to {new_budget}"
-                            " and let the agent continue.",
-                        },
+                        "text": {"type": "mrkdwn", "text": confirm_text},
                         "confirm": {"type": "plain_text", "text": "Raise"},
                         "deny": {"type": "plain_text", "text": "Cancel"},
                     },

