@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -169,6 +170,7 @@ class EmulatorMiddleware:
                 await error_response(error, request_id)(scope, receive, send_with_id)
                 return
         if fault is not None and fault.status and fault.after:
+
             async def swallow(message: Message) -> None:
                 return None
 
@@ -424,11 +426,7 @@ def create_app(state: EmulatorState) -> Starlette:
 
     async def control_user_events(request: Request) -> Any:
         session_id = request.query_params.get("session_id")
-        return {
-            "data": [
-                e["event"] for e in state.user_events if session_id is None or e["session_id"] == session_id
-            ]
-        }
+        return {"data": [e["event"] for e in state.user_events if session_id is None or e["session_id"] == session_id]}
 
     async def control_requests(request: Request) -> Any:
         return {"data": state.requests}
@@ -494,7 +492,9 @@ def create_app(state: EmulatorState) -> Starlette:
         finally:
             state._shutdown()
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: http_error}, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, Exception: http_error}, lifespan=lifespan
+    )
     app.add_middleware(EmulatorMiddleware, state=state)
     return app
 
@@ -525,7 +525,13 @@ class AgentsEmulator:
         return self.server.url
 
     def start(self) -> AgentsEmulator:
-        self.server = ServerThread(self.app).start()
+        server = ServerThread(self.app)
+        # ServerThread's socket has proto 0, so asyncio skips TCP_NODELAY on accepted connections
+        # and every keep-alive request stalls ~40 ms (Nagle + delayed ACK). Accepted sockets
+        # inherit the option from the listener.
+        with contextlib.suppress(AttributeError, OSError):
+            server._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server = server.start()
         return self
 
     def stop(self) -> None:

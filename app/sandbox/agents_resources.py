@@ -139,9 +139,7 @@ def check_metadata(value: Any, *, patch: bool = False) -> dict[str, Any]:
         if item is None and patch:
             continue
         if not isinstance(item, str) or len(item) > 512:
-            raise ApiError(
-                400, "metadata: values are strings of at most 512 characters", error_code="invalid_metadata"
-            )
+            raise ApiError(400, "metadata: values are strings of at most 512 characters", error_code="invalid_metadata")
     return meta
 
 
@@ -213,9 +211,7 @@ def paginate(
     return _page(items, chunk, start, bidirectional)
 
 
-def _page(
-    items: list[dict[str, Any]], chunk: list[dict[str, Any]], start: int, bidirectional: bool
-) -> dict[str, Any]:
+def _page(items: list[dict[str, Any]], chunk: list[dict[str, Any]], start: int, bidirectional: bool) -> dict[str, Any]:
     end = start + len(chunk)
     body: dict[str, Any] = {
         "data": chunk,
@@ -341,9 +337,7 @@ def normalize_mcp_servers(value: Any) -> list[dict[str, Any]]:
         server = need_dict(raw, "mcp_servers[]")
         if server.get("type", "url") != "url":
             raise ApiError(400, "mcp_servers[].type must be url")
-        servers.append(
-            {"type": "url", "name": need_str(server, "name", max_len=255), "url": need_str(server, "url")}
-        )
+        servers.append({"type": "url", "name": need_str(server, "name", max_len=255), "url": need_str(server, "url")})
     names = [s["name"] for s in servers]
     if len(set(names)) != len(names):
         raise ApiError(400, "mcp_servers: names must be unique")
@@ -389,7 +383,14 @@ def normalize_identity(value: Any) -> dict[str, Any]:
 
 
 AGENT_CONFIG_KEYS = (
-    "name", "description", "model", "system", "tools", "mcp_servers", "skills", "multiagent",
+    "name",
+    "description",
+    "model",
+    "system",
+    "tools",
+    "mcp_servers",
+    "skills",
+    "multiagent",
     "execution_identity",
 )
 
@@ -451,8 +452,18 @@ def update_agent(current: dict[str, Any], body: dict[str, Any], now: str) -> dic
 
 
 SESSION_AGENT_KEYS = (
-    "id", "type", "name", "description", "model", "system", "tools", "mcp_servers", "skills",
-    "multiagent", "execution_identity", "version",
+    "id",
+    "type",
+    "name",
+    "description",
+    "model",
+    "system",
+    "tools",
+    "mcp_servers",
+    "skills",
+    "multiagent",
+    "execution_identity",
+    "version",
 )
 
 
@@ -533,11 +544,7 @@ def environment_config(value: Any, current: dict[str, Any] | None = None) -> dic
         "packages": _packages(config.get("packages"), current and current.get("packages")),
     }
     net, packages = result["networking"], result["packages"]
-    if (
-        net["type"] == "limited"
-        and not net["allow_package_managers"]
-        and any(packages[m] for m in PACKAGE_MANAGERS)
-    ):
+    if net["type"] == "limited" and not net["allow_package_managers"] and any(packages[m] for m in PACKAGE_MANAGERS):
         raise ApiError(400, "config.networking: allow_package_managers must be true to install packages")
     return result
 
@@ -622,9 +629,9 @@ def credential_auth(
             raise ApiError(400, "auth.secret_name cannot change")
         if "secret_value" in auth or current_public is None:
             secret["secret_value"] = need_str(auth, "secret_value")
-        networking = auth.get("networking") or (current_public and current_public["networking"]) or {
-            "type": "unrestricted"
-        }
+        networking = (
+            auth.get("networking") or (current_public and current_public["networking"]) or {"type": "unrestricted"}
+        )
         net = need_dict(networking, "auth.networking")
         if net.get("type") == "limited":
             net = {"type": "limited", "allowed_hosts": list(need_list(net.get("allowed_hosts"), "allowed_hosts"))}

@@ -326,8 +326,14 @@ class SessionRuntime:
         url = self.server_url(server)
         token = self.state.credential_token_for(self.vault_ids, url)
         self.state.mcp_calls.append(
-            {"session_id": self.id, "server": server, "url": url, "tool": tool, "input": tool_input,
-             "authenticated": token is not None}
+            {
+                "session_id": self.id,
+                "server": server,
+                "url": url,
+                "tool": tool,
+                "input": tool_input,
+                "authenticated": token is not None,
+            }
         )
         caller = self.state.mcp_caller
         try:
@@ -373,9 +379,7 @@ class SessionRuntime:
             if not isinstance(content, list) or not content:
                 raise ApiError(400, "user.message: content must be a non-empty array")
             for block in content:
-                if not isinstance(block, dict) or block.get("type") not in (
-                    "text", "image", "document", "redacted"
-                ):
+                if not isinstance(block, dict) or block.get("type") not in ("text", "image", "document", "redacted"):
                     raise ApiError(400, "user.message: unsupported content block")
             if self.budget_paused:
                 raise ApiError(400, "session is paused at its budget: raise or remove the budget first")

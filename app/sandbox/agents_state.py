@@ -237,7 +237,15 @@ class EmulatorState:
         """Answer the next `count` requests matching with an Anthropic error body. `status` 0
         with `delay` only slows the requests down. `after=True` runs the request, then fails it."""
         fault = Fault(
-            method.upper(), path_regex, status, count, retry_after, delay, after, error_type, message,
+            method.upper(),
+            path_regex,
+            status,
+            count,
+            retry_after,
+            delay,
+            after,
+            error_type,
+            message,
             error_code,
         )
         self.call(self.faults.append, fault)
@@ -285,9 +293,7 @@ class EmulatorState:
                 if cred["vault_id"] != vault_id or cred["archived_at"] is not None:
                     continue
                 auth = cred["auth"]
-                if auth["type"] in ("static_bearer", "mcp_oauth") and normalize_url(
-                    auth["mcp_server_url"]
-                ) == target:
+                if auth["type"] in ("static_bearer", "mcp_oauth") and normalize_url(auth["mcp_server_url"]) == target:
                     secret = self.credential_secrets.get(cred_id, {})
                     token = secret.get("token") or secret.get("access_token")
                     return str(token) if token else None
@@ -375,9 +381,7 @@ class EmulatorState:
             raise ApiError(400, "agent is archived")
         current = versions[-1]
         if "version" in body and body["version"] is not None and body["version"] != current["version"]:
-            raise ApiError(
-                409, f"version mismatch: agent is at version {current['version']}, not {body['version']}"
-            )
+            raise ApiError(409, f"version mismatch: agent is at version {current['version']}, not {body['version']}")
         updated = update_agent(current, body, self.now())
         if updated is None:
             return self._agent_out(current)
@@ -549,9 +553,7 @@ class EmulatorState:
         if vault["archived_at"] is not None:
             raise ApiError(400, "vault is archived")
         public, secret = credential_auth(body.get("auth"))
-        active = [
-            c for c in self.credentials.values() if c["vault_id"] == vault_id and c["archived_at"] is None
-        ]
+        active = [c for c in self.credentials.values() if c["vault_id"] == vault_id and c["archived_at"] is None]
         if len(active) >= 20:
             raise ApiError(400, "a vault holds at most 20 credentials")
         identity = credential_identity(public)
@@ -578,9 +580,7 @@ class EmulatorState:
         if cred["archived_at"] is not None:
             raise ApiError(400, "credential is archived")
         if body.get("auth") is not None:
-            public, secret = credential_auth(
-                body["auth"], cred["auth"], self.credential_secrets.get(cred_id, {})
-            )
+            public, secret = credential_auth(body["auth"], cred["auth"], self.credential_secrets.get(cred_id, {}))
             cred["auth"] = public
             self.credential_secrets[cred_id] = secret
         if "display_name" in body:
@@ -639,6 +639,7 @@ class EmulatorState:
         return {"type": "limit", "max_list_cost": {"amount": str(int(amount)), "currency": "USD"}}
 
     def create_session(self, body: dict[str, Any]) -> dict[str, Any]:
+        env_id = need_str(body, "environment_id")
         ref = body.get("agent")
         overrides: dict[str, Any] = {}
         version = None
@@ -659,7 +660,7 @@ class EmulatorState:
         snapshot = session_agent(agent)
         if overrides:
             snapshot = apply_overrides(snapshot, overrides)
-        env = self.environment(need_str(body, "environment_id"))
+        env = self.environment(env_id)
         if env["archived_at"] is not None:
             raise ApiError(400, "environment is archived", error_code="environment_archived")
         vault_ids = [str(v) for v in need_list(body.get("vault_ids") or [], "vault_ids")]
@@ -784,9 +785,7 @@ class EmulatorState:
             items.append(data)
         if _order(query, "desc") == "desc":
             items.reverse()
-        return paginate(
-            items, query.get("page"), parse_limit(query.get("limit"), 20, 100), bidirectional=True
-        )
+        return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, 100), bidirectional=True)
 
     # -- events ------------------------------------------------------------------------------
 

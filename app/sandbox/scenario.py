@@ -160,9 +160,7 @@ class DropStreamStep(_Step):
 
 class IdleStep(_Step):
     idle: Literal["end_turn", "retries_exhausted", "refusal"]
-    category: Literal["cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms"] | None = (
-        None
-    )
+    category: Literal["cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms"] | None = None
     explanation: str | None = None
 
 
@@ -307,7 +305,11 @@ class TurnRuntime(Protocol):
     def add_usage(self, delta: UsageDelta, emit: bool = True) -> None: ...
 
     async def call_mcp(
-        self, server: str, tool: str, tool_input: dict[str, Any], scripted: str | None,
+        self,
+        server: str,
+        tool: str,
+        tool_input: dict[str, Any],
+        scripted: str | None,
         scripted_is_error: bool,
     ) -> tuple[str, bool]: ...
 
@@ -351,9 +353,7 @@ class TurnEngine:
             "last_tool_result": self.last_tool_result,
             "turn": str(self.turn),
         }
-        return re.sub(
-            r"\{(user_text|last_tool_result|turn)\}", lambda m: values[m.group(1)], text
-        )
+        return re.sub(r"\{(user_text|last_tool_result|turn)\}", lambda m: values[m.group(1)], text)
 
     def _render_input(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -402,9 +402,7 @@ class TurnEngine:
 
     async def _run_steps(self, steps: list[Step]) -> None:
         for step in steps:
-            if isinstance(
-                step, ThinkingStep | MessageStep | ToolStep | McpToolStep | CustomToolStep | ParallelStep
-            ):
+            if isinstance(step, ThinkingStep | MessageStep | ToolStep | McpToolStep | CustomToolStep | ParallelStep):
                 if self._span_id is None:
                     await self.runtime.check_budget()
                 self._open_span()
@@ -537,22 +535,23 @@ class TurnEngine:
         if isinstance(step, ToolStep):
             event = rt.emit("agent.tool_use", name=step.tool, **common)
         else:
-            event = rt.emit(
-                "agent.mcp_tool_use", name=step.mcp_tool, mcp_server_name=step.server, **common
-            )
+            event = rt.emit("agent.mcp_tool_use", name=step.mcp_tool, mcp_server_name=step.server, **common)
         return _Pending(step, event["id"], permission, tool_input)
 
     async def _tools(self, steps: list[ToolStep | McpToolStep | CustomToolStep]) -> list[Step] | None:
         uses = [self._emit_use(step) for step in steps]
         self.close_span()
         waiting = [u.event_id for u in uses if u.permission == "ask"]
+        replacement: list[Step] | None = None
         # Calls that need no answer run first, as they would on the server.
         for use in uses:
             if use.permission == "allow":
                 await self._run_tool(use)
-            elif use.permission == "deny":
-                self._tool_result(use, "The tool call was denied by the permission policy.", True)
-        replacement: list[Step] | None = None
+            elif use.permission == "deny" and not isinstance(use.step, CustomToolStep):
+                message = use.step.deny_message or "The tool call was denied by the permission policy."
+                self._tool_result(use, message, True)
+                if use.step.on_deny is not None and replacement is None:
+                    replacement = list(use.step.on_deny)
         if waiting:
             answers = await self.runtime.wait_actions(waiting)
             for use in uses:
@@ -564,9 +563,7 @@ class TurnEngine:
                 elif answer.get("result") == "allow":
                     await self._run_tool(use)
                 else:
-                    message = answer.get("deny_message") or use.step.deny_message or (
-                        "The user denied this tool call."
-                    )
+                    message = answer.get("deny_message") or use.step.deny_message or ("The user denied this tool call.")
                     self._tool_result(use, message, True)
                     if use.step.on_deny is not None and replacement is None:
                         replacement = list(use.step.on_deny)
@@ -588,13 +585,9 @@ class TurnEngine:
     def _tool_result(self, use: _Pending, text: str, is_error: bool) -> None:
         content = [{"type": "text", "text": text}]
         if isinstance(use.step, McpToolStep):
-            self.runtime.emit(
-                "agent.mcp_tool_result", mcp_tool_use_id=use.event_id, content=content, is_error=is_error
-            )
+            self.runtime.emit("agent.mcp_tool_result", mcp_tool_use_id=use.event_id, content=content, is_error=is_error)
         else:
-            self.runtime.emit(
-                "agent.tool_result", tool_use_id=use.event_id, content=content, is_error=is_error
-            )
+            self.runtime.emit("agent.tool_result", tool_use_id=use.event_id, content=content, is_error=is_error)
         self.last_tool_result = text
 
 
