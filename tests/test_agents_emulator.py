@@ -25,6 +25,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from app.sandbox.agents_api import AgentsEmulator
 from app.sandbox.scenario import Scenario
+from app.sandbox.server import ServerThread
 
 KEY = "test-key"
 MCP_URL = "http://kb.internal/mcp"
@@ -383,7 +384,7 @@ async def test_policy_allow_runs_scripted_result_and_deny_on_deny_branch(emu: Ag
     assert [e.content[0].text for e in events if e.type == "agent.message"] == ["I may not do that."]
     retrieved = await client.beta.sessions.retrieve(session.id)
     assert retrieved.usage.server_tool_use.web_search_requests == 1
-    assert emu.state.mcp_calls[0]["authenticated"] is True
+    assert emu.state.mcp_call_log()[0]["authenticated"] is True
 
 
 async def test_custom_tool_round_trip_and_partial_resolution(emu: AgentsEmulator, client: Any) -> None:
@@ -433,6 +434,58 @@ async def test_custom_tool_round_trip_and_partial_resolution(emu: AgentsEmulator
         await client.beta.sessions.events.send(session.id, events=[{**reply, "custom_tool_use_id": second}])
         done = await collect(stream)
     assert done[-1].stop_reason.type == "end_turn"
+
+
+async def test_mcp_tool_calls_a_real_mcp_server_with_the_vault_token(emu: AgentsEmulator, client: Any) -> None:
+    from mcp.server.mcpserver import MCPServer
+
+    kb = MCPServer("kb")
+
+    @kb.tool()
+    def search_docs(q: str) -> str:
+        return f"results for {q}"
+
+    inner = kb.streamable_http_app(stateless_http=True, json_response=True)
+    authorizations: list[bytes | None] = []
+
+    async def mcp_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            authorizations.append(dict(scope["headers"]).get(b"authorization"))
+        await inner(scope, receive, send)
+
+    with ServerThread(mcp_app) as mcp_server:
+        url = mcp_server.url + "/mcp"
+        agent = await client.beta.agents.create(
+            name="kb",
+            model="claude-sonnet-4-6",
+            tools=[
+                {
+                    "type": "mcp_toolset",
+                    "mcp_server_name": "kb",
+                    "default_config": {"permission_policy": {"type": "always_allow"}},
+                }
+            ],
+            mcp_servers=[{"type": "url", "name": "kb", "url": url}],
+        )
+        env = await client.beta.environments.create(name="kb-env")
+        vault = await client.beta.vaults.create(display_name="kb")
+        await client.beta.vaults.credentials.create(
+            vault.id, auth={"type": "static_bearer", "mcp_server_url": url, "token": "kb-token"}
+        )
+        session = await client.beta.sessions.create(agent=agent.id, environment_id=env.id, vault_ids=[vault.id])
+        emu.set_scenario(
+            Scenario.reply(
+                {"mcp_tool": "search_docs", "server": "kb", "input": {"q": "vpn"}},
+                {"mcp_tool": "missing_tool", "server": "kb"},
+            )
+        )
+        async with await client.beta.sessions.events.stream(session.id) as stream:
+            await client.beta.sessions.events.send(session.id, events=[text("search")])
+            events = await collect(stream, wait=10)
+    results = [e for e in events if e.type == "agent.mcp_tool_result"]
+    assert results[0].content[0].text == "results for vpn" and not results[0].is_error
+    assert results[1].is_error
+    assert set(authorizations) == {b"Bearer kb-token"}
 
 
 # -- interrupts, queueing, drops ------------------------------------------------------------
@@ -626,6 +679,10 @@ async def test_http_errors_surface_as_sdk_exceptions(emu: AgentsEmulator, client
     emu.fail_next("*", r"/v1/environments", 500)
     with pytest.raises(anthropic.InternalServerError):
         await client.beta.environments.list()
+    emu.fail_next("GET", r"^/v1/vaults$", 0, delay=0.2)  # status 0: only slow
+    started = asyncio.get_running_loop().time()
+    await client.beta.vaults.list()
+    assert asyncio.get_running_loop().time() - started >= 0.2
 
     with pytest.raises(anthropic.BadRequestError):
         await client.beta.sessions.create(agent="agent_x", environment_id="")  # bad body

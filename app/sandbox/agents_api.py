@@ -146,7 +146,7 @@ class EmulatorMiddleware:
             "body": scope.get("emulator.body_json"),
         }
         if not path.startswith("/_emulator"):
-            state.requests.append(record)
+            state.log_request(record)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
