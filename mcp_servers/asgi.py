@@ -45,9 +45,15 @@ class McpConfigError(ValueError):
 
 
 def docs_dir_from_env(default: Path = DEFAULT_DOCS_DIR) -> Path:
-    """`KB_DOCS_DIR` when set, else `docs/kb` (relative to the working directory)."""
+    """`KB_DOCS_DIR` when set; else `docs/kb` in the working directory, or the example folder
+    shipped next to this package when the working directory has none."""
     value = os.environ.get("KB_DOCS_DIR", "").strip()
-    return Path(value) if value else default
+    if value:
+        return Path(value)
+    if default.is_dir() or default.is_absolute():
+        return default
+    shipped = Path(__file__).resolve().parents[1] / default
+    return shipped if shipped.is_dir() else default
 
 
 def allowed_hosts_from_env() -> list[str]:
