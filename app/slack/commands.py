@@ -1,0 +1,255 @@
+"""`/support`: open a ticket from a question, list this channel's open tickets, costs, help.
+
+Slack wants the command acknowledged within 3 seconds. Answers that need nothing but the text
+(help, empty or oversized input, unknown subcommands) go back in the acknowledgement itself;
+everything else is acknowledged at once and done in a Bolt lazy listener, answering through
+the command's `response_url` (ephemeral) or by posting in the channel.
+
+`/support <question>`: the bot posts the question as a new channel message; its thread is the
+ticket (requester: whoever ran the command), and the question goes to the ticket's inbox for a
+worker to send to a new session, exactly like a mention.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+
+from app.cost.ledger import CostLedger
+from app.cost.model import format_duration
+from app.cost.slack import channel_cost_message, channel_report, should_show_cost
+from app.render.slack_text import neutralise_mentions
+from app.runtime import Services
+from app.slack.blocks import context, control_blocks, section
+from app.slack.channels import resolve_environment
+from app.slack.permissions import is_staff
+from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket
+
+log = logging.getLogger(__name__)
+
+COMMAND = "/support"
+STATUS_LIMIT = 25
+
+HELP_TEXT = (
+    "*Support bot*\n"
+    "• `/support <your question>` opens a ticket: I post your question here and answer in its thread.\n"
+    "• `/support status` lists the open tickets in this channel.\n"
+    "• `/support cost` shows what support tickets in this channel cost today and this month.\n"
+    "• `/support help` shows this help.\n"
+    "You can also mention me in a channel to open a ticket. Inside a ticket's thread, reply to add "
+    "details; use the *Stop*, *Resolve* and *Reopen* buttons (or react with :x: to stop the agent)."
+)
+
+SLACK_POST_ERRORS = {
+    "not_in_channel": "I'm not in this channel yet. Invite me with `/invite @support-agent` and try again.",
+    "channel_not_found": "I can't post in this conversation. Try a channel I'm a member of.",
+    "is_archived": "This channel is archived, so I can't open a ticket here.",
+    "restricted_action": "I'm not allowed to post in this channel.",
+}
+
+
+@dataclass(frozen=True)
+class Parsed:
+    kind: str  # question | status | cost | help | empty | too_long | unknown
+    text: str = ""
+
+
+_SUBCOMMANDS = {"status", "cost", "help"}
+_RESERVED = re.compile(r"^(trace|status|cost|help)\s+#?\d+$", re.IGNORECASE)
+
+
+def parse(text: str, max_chars: int) -> Parsed:
+    text = (text or "").strip()
+    if not text:
+        return Parsed("empty")
+    word = text.lower()
+    if word in _SUBCOMMANDS:
+        return Parsed(word)
+    if word == "trace" or _RESERVED.match(text):
+        return Parsed("unknown", text.split()[0])
+    if len(text) > max_chars:
+        return Parsed("too_long", text)
+    return Parsed("question", text)
+
+
+def immediate_answer(parsed: Parsed, max_chars: int) -> str | None:
+    """The ephemeral answer that goes back with the acknowledgement, if the input needs one."""
+    if parsed.kind in ("help", "empty"):
+        prefix = "Tell me what you need help with, e.g. `/support how do I reset my password?`\n\n" if (
+            parsed.kind == "empty"
+        ) else ""
+        return prefix + HELP_TEXT
+    if parsed.kind == "too_long":
+        return (
+            f":warning: Your question is {len(parsed.text):,} characters long; the limit is "
+            f"{max_chars:,}. Please shorten it (put logs or long details in a reply in the ticket's "
+            "thread once it is open)."
+        )
+    if parsed.kind == "unknown":
+        return f"Unknown subcommand `{parsed.text}`.\n\n{HELP_TEXT}"
+    return None
+
+
+def quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in neutralise_mentions(text).splitlines())
+
+
+def age(seconds: float) -> str:
+    return format_duration(max(seconds, 0.0))
+
+
+def status_lines(tickets: list[Ticket], now: float | None = None) -> list[str]:
+    now = now or time.time()
+    lines = []
+    for t in tickets:
+        title = neutralise_mentions(t.title[:80]).replace("\n", " ")
+        lines.append(
+            f"*{t.ref}* {title} · {t.state.label} · {age(now - t.created_at)} old · <@{t.requester_id}>"
+        )
+    return lines
+
+
+class SupportCommand:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @property
+    def max_chars(self) -> int:
+        return self.services.config.slack.max_question_chars
+
+    async def ack(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        parsed = parse(command.get("text") or "", self.max_chars)
+        answer = immediate_answer(parsed, self.max_chars)
+        if answer is not None:
+            await ack(text=answer, response_type="ephemeral")
+        else:
+            await ack()
+
+    async def work(self, command: dict[str, Any], respond: AsyncRespond) -> None:
+        parsed = parse(command.get("text") or "", self.max_chars)
+        try:
+            if parsed.kind == "question":
+                await self.open_ticket(command, parsed.text, respond)
+            elif parsed.kind == "status":
+                await self.status(command, respond)
+            elif parsed.kind == "cost":
+                await self.cost(command, respond)
+        except Exception:
+            log.exception("/support failed", extra={"kind": parsed.kind, "channel": command.get("channel_id")})
+            await respond(text="Something went wrong handling that command; please try again.",
+                          response_type="ephemeral")
+
+    # -- /support <question> ----------------------------------------------------------------
+
+    async def open_ticket(self, command: dict[str, Any], question: str, respond: AsyncRespond) -> Ticket | None:
+        s = self.services
+        team_id, channel, user = command.get("team_id") or "", command["channel_id"], command["user_id"]
+        environment = await resolve_environment(s.slack, s.redis, s.config, channel)
+        if environment is None:
+            await respond(
+                text=":no_entry: This channel is not set up for support tickets. An admin can add it to "
+                "an environment in support-agent.yml.",
+                response_type="ephemeral",
+            )
+            return None
+        header = f":speech_balloon: *Question from <@{user}>*"
+        try:
+            posted = await s.slack.chat_postMessage(
+                channel=channel,
+                text=f"Question from <@{user}>: {neutralise_mentions(question)[:200]}",
+                blocks=[section(header), section(quote(question))],
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            error = str(exc.response.get("error"))
+            log.warning("/support could not post", extra={"channel": channel, "error": error})
+            await respond(text=SLACK_POST_ERRORS.get(error, f"I could not post in this channel ({error})."),
+                          response_type="ephemeral")
+            return None
+        ts = str(posted["ts"])
+        store = s.store
+        await store.claim_message(channel, ts)  # the echo of our own post is never a second question
+        ticket, _ = await store.open_ticket(
+            team_id=team_id,
+            channel_id=channel,
+            thread_ts=ts,
+            requester_id=user,
+            environment=environment,
+            title=question[:120],
+        )
+        await store.push_message(ticket.id, InboxMessage(ts=ts, user_id=user, text=question))
+        await s.queue().enqueue(ticket.id, "message")
+        log.info("ticket opened by /support", extra={"ticket": ticket.id, "channel": channel, "slack_ts": ts})
+        try:
+            await s.slack.chat_update(
+                channel=channel,
+                ts=ts,
+                text=f"Ticket {ticket.ref}: question from <@{user}>: {neutralise_mentions(question)[:200]}",
+                blocks=[
+                    section(f":speech_balloon: *Ticket {ticket.ref}* · question from <@{user}>"),
+                    section(quote(question)),
+                    context("I'll answer in this thread. Reply there to add details."),
+                    *control_blocks(ticket),
+                ],
+            )
+        except SlackApiError as exc:  # decoration only: the ticket is open either way
+            log.info("root message not updated", extra={"ticket": ticket.id, "error": exc.response.get("error")})
+        return ticket
+
+    # -- /support status ---------------------------------------------------------------------
+
+    async def status(self, command: dict[str, Any], respond: AsyncRespond) -> None:
+        channel = command["channel_id"]
+        tickets = await self.services.store.channel_tickets(command.get("team_id") or "", channel, limit=200)
+        open_tickets = [t for t in tickets if t.state in ACTIVE_STATES]
+        if not open_tickets:
+            await respond(text=f"No open tickets in <#{channel}>.", response_type="ephemeral")
+            return
+        lines = status_lines(open_tickets[:STATUS_LIMIT])
+        more = len(open_tickets) - STATUS_LIMIT
+        if more > 0:
+            lines.append(f"…and {more} more")
+        n = len(open_tickets)
+        heading = f"*{n} open ticket{'s' if n != 1 else ''} in <#{channel}>*"
+        body = "\n".join(lines)
+        await respond(
+            text=f"{heading}\n{body}",
+            blocks=[section(heading), section(body)],
+            response_type="ephemeral",
+        )
+
+    # -- /support cost -----------------------------------------------------------------------
+
+    async def cost(self, command: dict[str, Any], respond: AsyncRespond) -> None:
+        s = self.services
+        channel, user = command["channel_id"], command["user_id"]
+        env_name = await resolve_environment(s.slack, s.redis, s.config, channel)
+        env = s.config.environments.get(env_name) if env_name else None
+        allowed = (env is not None and should_show_cost(env)) or await is_staff(s.slack, s.redis, s.config, user)
+        if not allowed:
+            await respond(text="Support costs for this channel are shown to support staff only.",
+                          response_type="ephemeral")
+            return
+        report = await channel_report(CostLedger(s.redis, s.config.pricing), channel)
+        await respond(**channel_cost_message(report), response_type="ephemeral")
+
+
+def register(bolt: AsyncApp, services: Services) -> None:
+    handler = SupportCommand(services)
+
+    async def ack_support(ack: AsyncAck, command: dict[str, Any]) -> None:
+        await handler.ack(ack, command)
+
+    async def run_support(command: dict[str, Any], respond: AsyncRespond) -> None:
+        await handler.work(command, respond)
+
+    bolt.command(COMMAND)(ack=ack_support, lazy=[run_support])
