@@ -14,6 +14,26 @@ session events (send, list, SSE stream with opt-in deltas and pings). See `scena
 script that drives the emulated agent, and `agents_state.py` for the in-process control API
 (`fail_next`, `drop_streams`, snapshots; thread-safe).
 
+Behaviour worth knowing (the emulator's reading of the docs):
+
+- A `user.message` sent while the session is idle is processed at once (`processed_at` set, the
+  turn starts with `session.status_running` inside the same request). Sent while a turn is in
+  progress (running, or idle waiting on `requires_action`) it is queued with `processed_at: null`
+  and becomes its own turn later, in order. `events.list` orders by processing; queued messages
+  come last and never match `created_at[...]` filters (they compare `processed_at`).
+- `user.interrupt` cancels the turn in progress (including one waiting on a confirmation):
+  `span.model_request_end` if a model request was open, then idle `end_turn`. Queued messages
+  are kept and run next. While paused at the budget an interrupt is accepted and ignored.
+- An `exhausted` or `terminal` session error flushes queued messages (unless the step says
+  `flush_queue: false`); `terminal` ends in `session.status_terminated` and later sends get 400.
+- Archive and delete answer 400 while the status is running/rescheduling; both cancel a turn
+  that waits on the client. Delete emits `session.deleted` and closes the session's streams.
+- A stream gets only events emitted after it connected; deltas only for previews it saw start.
+- `list_cost` (integer cents, rounded half up) = tokens at `Prices` (Sonnet 4.6-like by default)
+  + `active_seconds` * $0.08/h + $0.01 per web_search tool call; `active_seconds` only grows
+  through scenario `usage` steps (deterministic), never from wall time.
+- `mcp_caller` runs on the emulator's loop: don't close over clients bound to another loop.
+
 Control over HTTP, for tests that run the app under test in another process (JSON, no auth):
 
     GET    /_emulator/health
