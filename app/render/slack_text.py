@@ -9,6 +9,8 @@ MAX_TEXT = 12_000
 
 _MASS_MENTION = re.compile(r"<!(channel|here|everyone)(\|[^>]*)?>|(?<![\w<])@(channel|here|everyone)\b")
 _SUBTEAM = re.compile(r"<!subteam\^[A-Z0-9]+(\|[^>]*)?>")
+# How far back an unclosed `<` may hold text back while it streams (`<!subteam^..|label>`).
+_MAX_HELD_ANGLE = 200
 
 
 def neutralise_mentions(text: str) -> str:
@@ -22,36 +24,87 @@ def neutralise_mentions(text: str) -> str:
     return _SUBTEAM.sub("@\u200bgroup", text)
 
 
+def release_point(text: str) -> int:
+    """How much of a still-growing text can be shown now without splitting a mention.
+
+    `neutralise_mentions(text[:n])` is then a prefix of `neutralise_mentions` of any longer
+    text: a trailing word holding `@` or `<`, or an unclosed `<!...`, waits for what follows.
+    """
+    end = len(text)
+    start = end
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    if "@" in text[start:end] or "<" in text[start:end]:
+        end = start
+    angle = text.rfind("<", 0, end)
+    if angle != -1 and text.find(">", angle, end) == -1 and end - angle <= _MAX_HELD_ANGLE:
+        end = angle
+    return end
+
+
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     """Split at paragraph, then line, then space boundaries; never inside a code fence if avoidable.
 
     Joining the parts gives back the original text exactly.
     """
-    if len(text) <= limit:
-        return [text]
     parts: list[str] = []
     rest = text
     while len(rest) > limit:
-        window = rest[:limit]
-        cut = _best_cut(window)
+        cut = cut_point(rest, limit)
         parts.append(rest[:cut])
         rest = rest[cut:]
-    if rest:
+    if rest or not parts:
         parts.append(rest)
     return parts
 
 
-def _best_cut(window: str) -> int:
-    floor = len(window) // 2
-    # Prefer cutting outside code fences: count fences before each candidate.
-    for sep in ("\n\n", "\n", " "):
+def cut_point(text: str, limit: int, floor: int | None = None) -> int:
+    """Where to end a message holding the start of `text`, at most `limit` characters long.
+
+    Candidates lie after `floor` (default: half the limit): the last paragraph break outside a
+    code fence, then the last line break outside a fence, then any line break, then a space;
+    else the hard limit. Returns `len(text)` when it fits, and `floor` when nothing past it fits.
+    """
+    if len(text) <= limit:
+        return len(text)
+    if floor is None:
+        floor = limit // 2
+    if floor >= limit:
+        return floor
+    window = text[:limit]
+    fences = _fence_parity(window)
+    for sep, outside_only in (("\n\n", True), ("\n", True), ("\n", False), (" ", False)):
         idx = len(window)
         while True:
             idx = window.rfind(sep, 0, idx)
-            if idx <= floor:
+            if idx < 0:
                 break
             cut = idx + len(sep)
-            if sep != " " and window[:cut].count("```") % 2 == 1:
+            if cut <= floor:
+                break
+            if outside_only and fences(cut):
                 continue
             return cut
-    return len(window)
+    return limit
+
+
+def _fence_parity(window: str) -> _Parity:
+    return _Parity([m.start() for m in re.finditer("```", window)])
+
+
+class _Parity:
+    """Whether a position lies inside a ``` code fence (an odd number of fences before it)."""
+
+    def __init__(self, starts: list[int]) -> None:
+        self.starts = starts
+
+    def __call__(self, pos: int) -> bool:
+        return sum(1 for s in self.starts if s + 3 <= pos) % 2 == 1
+
+
+def truncate(text: str, limit: int, ellipsis: str = "…") -> str:
+    """At most `limit` characters, on one line of readable text."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(ellipsis))].rstrip() + ellipsis
