@@ -9,6 +9,7 @@ backoff and the same catch-up, so nothing is lost or shown twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 # Stop reasons after which the agent waits for us, not for the requester.
 WAITING_ON_US = "requires_action"
 STREAM_DELTAS: list[Any] = ["agent.message"]
+
+END_EVENTS = ("session.status_idle", "session.status_terminated", "session.deleted")
 
 EventHook = Callable[[Ticket, Any], Awaitable[None]]
 
@@ -81,6 +84,8 @@ class SessionFollower:
         self.cursor: Cursor | None = None
         self._last_stop: str | None = None
         self._outstanding: int = 0
+        self._send_lock = asyncio.Lock()
+        self.inbox_poll_seconds = 0.5
         self.reconnects = 0
 
     @property
@@ -161,17 +166,32 @@ class SessionFollower:
             await self._send_inbox(session_id)
             if await self._turn_over(session_id):
                 return True
-            async for event in stream:
-                if event.type in ("event_start", "event_delta"):
-                    await self.renderer.delta(self.ticket, event)
-                    continue
-                await self._handle(event, replay=False)
-                if event.type in ("session.status_idle", "session.status_terminated", "session.deleted"):
-                    await self._send_inbox(session_id)
-                    if await self._turn_over(session_id):
-                        return True
+            # Messages that arrive while the agent works go to the session right away (it queues them).
+            watcher = asyncio.create_task(self._watch_inbox(session_id))
+            try:
+                async for event in stream:
+                    if watcher.done() and watcher.exception():
+                        raise watcher.exception()  # type: ignore[misc]
+                    if event.type in ("event_start", "event_delta"):
+                        await self.renderer.delta(self.ticket, event)
+                        continue
+                    await self._handle(event, replay=False)
+                    if event.type in END_EVENTS:
+                        await self._send_inbox(session_id)
+                        if await self._turn_over(session_id):
+                            return True
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher
         # The server closed the stream without an end: reconnect and catch up.
         raise anthropic.APIConnectionError(request=httpx2.Request("GET", "stream-closed"))
+
+    async def _watch_inbox(self, session_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.inbox_poll_seconds)
+            if await self.store.pending_messages(self.ticket.id):
+                await self._send_inbox(session_id)
 
     async def _catch_up(self, session_id: str) -> None:
         assert self.cursor is not None
@@ -231,22 +251,42 @@ class SessionFollower:
             await self.renderer.turn_ended(self.ticket, "terminated")
 
     async def _send_inbox(self, session_id: str) -> None:
-        for message in await self.store.pending_messages(self.ticket.id):
-            if await self.store.was_sent(self.ticket.id, message.ts):
+        async with self._send_lock:
+            for message in await self.store.pending_messages(self.ticket.id):
+                if await self.store.was_sent(self.ticket.id, message.ts):
+                    await self.store.mark_sent(self.ticket.id, message)
+                    continue
+                await self._send(session_id, message)
                 await self.store.mark_sent(self.ticket.id, message)
-                continue
-            await self._send(session_id, message)
-            await self.store.mark_sent(self.ticket.id, message)
-            self._outstanding += 1
-            self._last_stop = None
+                self._outstanding += 1
+                self._last_stop = None
 
     async def _send(self, session_id: str, message: InboxMessage) -> None:
-        # No SDK retries here: a retried POST without an idempotency key could deliver twice.
+        """Deliver one user message exactly once.
+
+        The SDK would retry a POST whose response was lost, and the API has no idempotency key,
+        so retries are off here. Before each attempt the message is marked in flight; if a
+        previous attempt's outcome is unknown, the session's own history decides.
+        """
+        in_flight = f"sa:sending:{self.ticket.id}:{message.ts}"
+        if await self.store.redis.get(in_flight) and await self._session_has(session_id, message):
+            log.info("message already reached the session", extra={**self.log_extra, "slack_ts": message.ts})
+            return
+        await self.store.redis.set(in_flight, "1", ex=7 * 24 * 3600)
         await self.client.with_options(max_retries=0).beta.sessions.events.send(
             session_id,
             events=[{"type": "user.message", "content": [{"type": "text", "text": message.text}]}],
         )
         log.info("message sent to session", extra={**self.log_extra, "slack_ts": message.ts})
+
+    async def _session_has(self, session_id: str, message: InboxMessage) -> bool:
+        """Whether the session holds this message more often than we know we delivered it."""
+        page = await self.client.beta.sessions.events.list(
+            session_id, order="desc", limit=100, types=["user.message"]
+        )
+        in_session = sum(1 for e in page.data if _event_text(e) == message.text)
+        delivered = await self.store.count_sent_with_text(self.ticket.id, message.text)
+        return in_session > delivered
 
     async def _turn_over(self, session_id: str) -> bool:
         """True when the agent is not working and nothing of ours is waiting to be sent."""
@@ -258,7 +298,11 @@ class SessionFollower:
             return True
         session = await self.client.beta.sessions.retrieve(session_id)
         self.ticket.agent_status = session.status
-        return session.status == "idle" and not await self._unprocessed_user_messages(session_id)
+        if session.status != "idle" or await self._unprocessed_user_messages(session_id):
+            return False
+        # Later turns may have finished before the stream delivered them: show them before leaving.
+        await self._catch_up(session_id)
+        return self._last_stop not in (None, WAITING_ON_US)
 
     async def _unprocessed_user_messages(self, session_id: str) -> bool:
         """A queued user message the session has not processed yet means more turns are coming."""
@@ -275,3 +319,7 @@ class SessionFollower:
         if isinstance(exc, anthropic.APIStatusError):
             return f"the agent service refused the request ({exc.status_code})"
         return "the agent service could not be reached"
+
+
+def _event_text(event: Any) -> str:
+    return "".join(getattr(b, "text", "") for b in getattr(event, "content", None) or [])

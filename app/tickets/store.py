@@ -17,6 +17,7 @@ Keys (all under `sa:`):
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -174,9 +175,19 @@ class TicketStore:
     async def was_sent(self, ticket_id: str, ts: str) -> bool:
         return bool(await self.redis.sismember(f"{P}ticket:{ticket_id}:sent", ts))
 
+    async def count_sent_with_text(self, ticket_id: str, text: str) -> int:
+        return int(await self.redis.hget(f"{P}ticket:{ticket_id}:sent_texts", _text_key(text)) or 0)
+
     async def mark_sent(self, ticket_id: str, message: InboxMessage) -> None:
         """Record delivery and drop the message from the head of the inbox, atomically."""
+        already = await self.was_sent(ticket_id, message.ts)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if not already:
+                pipe.hincrby(f"{P}ticket:{ticket_id}:sent_texts", _text_key(message.text), 1)
             pipe.sadd(f"{P}ticket:{ticket_id}:sent", message.ts)
             pipe.lrem(f"{P}ticket:{ticket_id}:inbox", 1, message.model_dump_json())
             await pipe.execute()
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

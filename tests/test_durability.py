@@ -1,0 +1,108 @@
+"""Faults injected on purpose: lost responses, dropped streams, busy agents, dead workers, restarts.
+
+Each test proves one of DESIGN.md's guarantees through the emulators, with real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+
+from app.redis_conn import EmbeddedRedis
+from app.sandbox.stack import Stack
+from tests.test_e2e_ticket import SUPPORT, bot_replies, eventually
+
+
+@pytest.fixture
+def stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
+    sync_redis.Redis.from_url(redis_server.url).flushall()
+    with Stack(redis_server.url, data_dir=tmp_path) as s:
+        yield s
+
+
+def only_session(stack: Stack) -> str:
+    sessions = stack.agents.state.sessions_snapshot()
+    assert len(sessions) == 1, sessions
+    return str(sessions[0]["id"])
+
+
+async def test_a_lost_send_response_does_not_deliver_the_message_twice(stack: Stack) -> None:
+    stack.start_app()
+    # The emulator processes the POST, then answers 500: the client cannot know it arrived.
+    stack.agents.fail_next("POST", r"/v1/sessions/[^/]+/events$", 500, after=True)
+    ts = await stack.slack.user_posts(SUPPORT, "deliver me once")
+    await eventually(lambda: bot_replies(stack, ts))
+    await asyncio.sleep(0.5)
+    assert stack.agents.state.processed_messages(only_session(stack)) == ["deliver me once"]
+    assert bot_replies(stack, ts) == ["You asked: deliver me once"]
+
+
+async def test_messages_sent_while_the_agent_works_arrive_once_and_in_order(stack: Stack) -> None:
+    stack.agents.set_scenario({"rules": [
+        {"match": "^slow", "steps": [{"sleep": 2.0}, {"message": "slow answer"}]},
+        {"match": None, "steps": [{"message": "ack {user_text}"}]},
+    ]})
+    stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "slow question")
+    await eventually(lambda: stack.agents.state.sessions_snapshot())
+    for i in range(3):
+        await stack.slack.user_posts(SUPPORT, f"more {i}", thread_ts=ts, mention_bot=False)
+    await eventually(lambda: len(bot_replies(stack, ts)) == 4, timeout=20)
+    session = only_session(stack)
+    assert stack.agents.state.processed_messages(session) == ["slow question", "more 0", "more 1", "more 2"]
+    assert bot_replies(stack, ts) == ["slow answer", "ack more 0", "ack more 1", "ack more 2"]
+    # They reached the session while it was still working on the first turn, not after.
+    received = [e for e in stack.agents.state.received_user_events(session) if e["type"] == "user.message"]
+    assert len(received) == 4
+
+
+async def test_stream_drop_mid_turn_loses_nothing_and_doubles_nothing(stack: Stack) -> None:
+    stack.agents.set_scenario({"rules": [{"match": None, "steps": [
+        {"message": "part one"},
+        {"drop_stream": {"mode": "abort"}},
+        {"sleep": 0.2},
+        {"message": "part two"},
+        {"drop_stream": {"mode": "close"}},
+        {"message": "part three"},
+    ]}]})
+    stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "drop test")
+    await eventually(lambda: len(bot_replies(stack, ts)) >= 3, timeout=20)
+    await asyncio.sleep(0.5)
+    assert bot_replies(stack, ts) == ["part one", "part two", "part three"]
+
+
+async def test_a_worker_killed_mid_turn_is_taken_over(stack: Stack, tmp_path: Path) -> None:
+    steps: list[dict[str, object]] = []
+    for i in range(8):
+        steps += [{"message": f"step {i}"}, {"sleep": 0.5}]
+    stack.agents.set_scenario({"rules": [{"match": None, "steps": steps}]})
+    stack.start_process("web", log_path=tmp_path / "web.log")
+    first = stack.start_process("worker", log_path=tmp_path / "worker1.log", WORKER_ID="worker-1")
+    ts = await stack.slack.user_posts(SUPPORT, "long job")
+    await eventually(lambda: len(bot_replies(stack, ts)) >= 2, timeout=20)
+    second = stack.start_process("worker", log_path=tmp_path / "worker2.log", WORKER_ID="worker-2")
+    first.kill()
+    await eventually(lambda: len(bot_replies(stack, ts)) >= 8, timeout=30)
+    await asyncio.sleep(1.0)
+    assert bot_replies(stack, ts) == [f"step {i}" for i in range(8)]
+    assert "taking over orphaned ticket" in (tmp_path / "worker2.log").read_text()
+    assert second.proc is not None and second.proc.poll() is None
+
+
+async def test_restart_of_web_worker_and_embedded_redis_keeps_the_ticket(stack: Stack, tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    env = {"REDIS_URL": ""}  # embedded Redis with its data under `data`
+    first = stack.start_process("run", log_path=tmp_path / "run1.log", REDIS_DATA_DIR=str(data), **env)
+    ts = await stack.slack.user_posts(SUPPORT, "turn one")
+    await eventually(lambda: len(bot_replies(stack, ts)) == 1, timeout=20)
+    first.stop()
+    stack.apps.remove(first)
+    stack.start_process("run", log_path=tmp_path / "run2.log", REDIS_DATA_DIR=str(data), **env)
+    await stack.slack.user_posts(SUPPORT, "turn two", thread_ts=ts, mention_bot=False)
+    await eventually(lambda: len(bot_replies(stack, ts)) == 2, timeout=20)
+    assert stack.agents.state.processed_messages(only_session(stack)) == ["turn one", "turn two"]
