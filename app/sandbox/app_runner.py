@@ -116,7 +116,9 @@ class InProcessApp:
 class AppProcess:
     """`support-agent <role>` as a child process, with settings passed in its environment."""
 
-    def __init__(self, env: dict[str, str], role: str = "run", cwd: Path | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], role: str = "run", cwd: Path | None = None, log_path: Path | None = None
+    ) -> None:
         self.role = role
         self.port = free_port() if role in ("run", "web") else None
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}

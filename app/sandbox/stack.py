@@ -48,7 +48,7 @@ class Stack:
         for app in reversed(self.apps):
             try:
                 app.stop()
-            except Exception:  # noqa: BLE001 - stopping everything matters more than one error
+            except Exception:
                 pass
         self.apps.clear()
         self.agents.stop()
