@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from app.config.model import Pricing
 from app.cost.ledger import CostLedger, Totals
 from app.cost.logline import log_resolve_cost, log_turn_cost
-from app.cost.model import UnknownModel, Usage, compute_cost
+from app.cost.model import UnknownModel, Usage, compute_cost, to_nanos
 from app.observability.logs import JsonFormatter
 from app.observability.scrub import Scrubber
 from app.redis_conn import EmbeddedRedis, connect
@@ -229,7 +229,9 @@ async def test_money_is_kept_as_integers_in_redis(redis: aioredis.Redis) -> None
     assert all(raw[f].isdigit() for f in ("runtime_n", "input_n", "total_n"))
     total = await ledger.ticket_total(t.id)
     assert total.input_n == 30_000  # 10 tokens at $3/M = $0.00003
-    assert abs(total.runtime_usd - D("0.08") * 10 / 3600) < D("1e-8")
+    # Ten turns of a recurring decimal, rounded once: no drift from rounding each turn.
+    assert total.runtime_n == to_nanos(D("0.08") * 10 / 3600) == 222_222
+    assert total.active_us == 10_000_000
 
 
 async def test_list_cost_mismatch_is_logged(redis: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
@@ -301,3 +303,30 @@ def test_totals_round_trip_through_usage_and_breakdown() -> None:
     totals = Totals.of_turn(usage, cost)
     assert totals.usage() == usage
     assert totals.breakdown(SONNET).total_usd == totals.total_usd == cost.total_usd
+
+
+async def test_close_turn_sums_the_snapshots_of_one_turn(redis: aioredis.Redis) -> None:
+    ledger = CostLedger(redis)
+    t = ticket()
+    assert await ledger.close_turn(t.id) is None
+    # Turn 1 sends three periodic snapshots; turn 2 one.
+    for i, s in enumerate(
+        (snapshot(600, 100_000, 0), snapshot(1200, 200_000, 10_000),
+         snapshot(1800, 300_000, 20_000, list_cost={"amount": "124", "currency": "USD"})),
+        1,
+    ):
+        await ledger.record_snapshot(t, model=SONNET, usage_snapshot=s, source_event_id=f"e{i}")
+    first = await ledger.close_turn(t.id)
+    assert first is not None
+    assert first.delta == Usage(active_seconds=D(1800), input_tokens=300_000, output_tokens=20_000, list_cost_cents=124)
+    assert first.cost.total_usd == D("0.04") + D("0.9") + D("0.3")
+    assert first.ticket_total_usd == D("1.24") and first.event_id == "e1,e2,e3"
+    assert await ledger.close_turn(t.id) is None  # a replayed turn end logs nothing
+    await ledger.record_snapshot(t, model=SONNET, usage_snapshot=snapshot(3600, 300_000, 20_000), source_event_id="e4")
+    second = await ledger.close_turn(t.id)
+    assert second is not None
+    # no list cost in the last snapshot: the running list cost stays, its delta is 0
+    assert second.delta == Usage(active_seconds=D(1800), list_cost_cents=0)
+    assert second.cost.total_usd == D("0.04")
+    assert second.ticket_total_usd == D("1.28") and second.event_id == "e4"
+    assert second.list_cost_warning is None

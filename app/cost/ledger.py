@@ -5,9 +5,12 @@ ticket's previous snapshot (field-wise maximum, so a stale or out-of-order snaps
 nothing). Recording is atomic (WATCH/MULTI) and idempotent on the source event id.
 
 Money is kept as integer nano-dollars (`HINCRBY`, no float drift) and read back as `Decimal`.
+A ticket's exact running cost is kept too (`cost_exact`), and each turn adds the difference of
+the rounded running totals, so rounding never accumulates over turns.
 
 Keys (all under `sa:cost:`):
-  ticket:<id>                   hash: counters (below), meta (team, channel, ...), `snapshot` JSON
+  ticket:<id>                   hash: counters, meta (team, channel, ...), `snapshot` (cumulative
+                                Usage JSON), `cost_exact` (CostBreakdown JSON), `closed_turns`
   ticket:<id>:events            set of source event ids already recorded
   ticket:<id>:turns             list of TurnCost JSON, oldest first
   days                          zset of days (YYYY-MM-DD) with any cost, scored by ordinal
@@ -56,6 +59,16 @@ COUNT_FIELDS = (
     "active_us", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_write_5m_tokens", "cache_write_1h_tokens", "web_searches", "turns",
 )
+# Money counters and the CostBreakdown field each one sums.
+MONEY_COUNTERS = {
+    "runtime_n": "runtime_usd",
+    "input_n": "input_usd",
+    "output_n": "output_usd",
+    "cache_read_n": "cache_read_usd",
+    "cache_write_5m_n": "cache_write_5m_usd",
+    "cache_write_1h_n": "cache_write_1h_usd",
+    "web_search_n": "web_search_usd",
+}
 META_FIELDS = ("team", "channel", "environment", "session", "requester", "model", "number", "title")
 
 
@@ -86,20 +99,31 @@ class Totals(BaseModel):
         return cls(**{f: int(raw[f]) for f in (*MONEY_FIELDS, *COUNT_FIELDS) if raw.get(f)})
 
     @classmethod
-    def of_turn(cls, usage: Usage, cost: CostBreakdown) -> Totals:
+    def of_turn(
+        cls,
+        usage: Usage,
+        cost: CostBreakdown,
+        *,
+        before: Usage | None = None,
+        cost_before: CostBreakdown | None = None,
+    ) -> Totals:
+        """The counters one turn adds.
+
+        With `before` / `cost_before` (the ticket's exact running figures before the turn), money
+        and active time are differences of rounded running totals, so a ticket's sums telescope
+        to its exact total rounded once: no drift however many turns it has.
+        """
+        cost_before = cost_before or CostBreakdown(model=cost.model)
+        cost_after = add_costs(cost_before, cost)
         money = {
-            "runtime_n": to_nanos(cost.runtime_usd),
-            "input_n": to_nanos(cost.input_usd),
-            "output_n": to_nanos(cost.output_usd),
-            "cache_read_n": to_nanos(cost.cache_read_usd),
-            "cache_write_5m_n": to_nanos(cost.cache_write_5m_usd),
-            "cache_write_1h_n": to_nanos(cost.cache_write_1h_usd),
-            "web_search_n": to_nanos(cost.web_search_usd),
+            counter: to_nanos(getattr(cost_after, name)) - to_nanos(getattr(cost_before, name))
+            for counter, name in MONEY_COUNTERS.items()
         }
+        active_before = before.active_seconds if before is not None else Decimal(0)
         return cls(
             **money,
             total_n=sum(money.values()),
-            active_us=int((usage.active_seconds * 10**6).to_integral_value(ROUND_HALF_EVEN)),
+            active_us=_micros(active_before + usage.active_seconds) - _micros(active_before),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cache_read_input_tokens,
@@ -168,6 +192,16 @@ class Totals(BaseModel):
             cache_write_1h_usd=from_nanos(self.cache_write_1h_n),
             web_search_usd=from_nanos(self.web_search_n),
         )
+
+
+def _micros(seconds: Decimal) -> int:
+    return int((seconds * 10**6).to_integral_value(ROUND_HALF_EVEN))
+
+
+def add_costs(a: CostBreakdown, b: CostBreakdown) -> CostBreakdown:
+    """Field-wise sum of two breakdowns (exact); the model is `b`'s."""
+    sums = {name: getattr(a, name) + getattr(b, name) for name in MONEY_COUNTERS.values()}
+    return CostBreakdown(model=b.model, **sums)
 
 
 class TurnCost(BaseModel):
@@ -274,10 +308,13 @@ class CostLedger:
                     raw_prev = await pipe.hget(key, "snapshot")
                     prev = Usage.model_validate_json(raw_prev) if raw_prev else Usage()
                     raw_total = await pipe.hget(key, "total_n")
+                    raw_exact = await pipe.hget(key, "cost_exact")
+                    cost_before = CostBreakdown.model_validate_json(raw_exact) if raw_exact else None
                     cumulative = prev.maximum(snapshot)
                     delta = cumulative.minus(prev)
                     cost = compute_cost(delta, model, self.pricing)
-                    turn = Totals.of_turn(delta, cost)
+                    turn = Totals.of_turn(delta, cost, before=prev, cost_before=cost_before)
+                    cost_exact = add_costs(cost_before or CostBreakdown(model=model), cost)
                     ticket_total = int(raw_total or 0) + turn.total_n
                     pipe.multi()
                     pipe.sadd(events_key, source_event_id)
@@ -297,10 +334,12 @@ class CostLedger:
                         cumulative=cumulative,
                         ticket_total_usd=from_nanos(ticket_total),
                         list_cost_warning=check_list_cost(
-                            compute_cost(cumulative, model, self.pricing), cumulative.list_cost_cents
+                            # only against a list cost this snapshot reported, never a stale one
+                            compute_cost(cumulative, model, self.pricing), snapshot.list_cost_cents
                         ),
                     )
                     self._queue_writes(pipe, ticket, model, at, turn, cumulative, result)
+                    pipe.hset(key, "cost_exact", cost_exact.model_dump_json())
                     await pipe.execute()
                     break
                 except WatchError:
@@ -368,6 +407,30 @@ class CostLedger:
     async def turns(self, ticket_id: str) -> list[TurnCost]:
         raw = await self.redis.lrange(f"{P}ticket:{ticket_id}:turns", 0, -1)
         return [TurnCost.model_validate_json(r) for r in raw]
+
+    async def close_turn(self, ticket_id: str) -> TurnCost | None:
+        """Everything recorded since the previous `close_turn`, summed into one TurnCost.
+
+        `session.usage` snapshots can arrive several times per turn; call this once at the
+        turn's end (after recording the last snapshot) to get one figure to log and show.
+        None when nothing was recorded since the last close (so a replayed idle logs nothing).
+        """
+        key = f"{P}ticket:{ticket_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key, f"{key}:turns")
+                    start = int(await pipe.hget(key, "closed_turns") or 0)
+                    raw: list[str] = await pipe.lrange(f"{key}:turns", start, -1)  # type: ignore[assignment]
+                    if not raw:
+                        return None
+                    pipe.multi()
+                    pipe.hset(key, "closed_turns", start + len(raw))
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        return merge_turns([TurnCost.model_validate_json(r) for r in raw])
 
     # -- aggregates ----------------------------------------------------------------------
 
@@ -517,3 +580,25 @@ def _ticket_cost(ticket_id: str, raw: dict[str, str]) -> TicketCost:
 
 def utc_today() -> date:
     return datetime.now(UTC).date()
+
+
+def merge_turns(turns: list[TurnCost]) -> TurnCost:
+    """Several recorded snapshots as one: deltas and costs summed, the last one's totals."""
+    last = turns[-1]
+    if len(turns) == 1:
+        return last
+    counters = [f for f in Usage.model_fields if f != "list_cost_cents"]
+    sums: dict[str, Any] = {f: sum((getattr(t.delta, f) for t in turns), start=getattr(Usage(), f)) for f in counters}
+    list_costs = [t.delta.list_cost_cents for t in turns if t.delta.list_cost_cents is not None]
+    delta = Usage(**sums, list_cost_cents=sum(list_costs) if list_costs else None)
+    cost_fields = {name: Decimal(0) for name in CostBreakdown.model_fields if name != "model"}
+    for turn in turns:
+        for name in cost_fields:
+            cost_fields[name] += getattr(turn.cost, name)
+    return last.model_copy(
+        update={
+            "delta": delta,
+            "cost": CostBreakdown(model=last.model, **cost_fields),
+            "event_id": ",".join(t.event_id for t in turns)[:500],
+        }
+    )
