@@ -1,0 +1,260 @@
+"""`support-agent bench stream`: N tickets' agent turns streamed into Slack at once.
+
+Each ticket plays one synthetic agent turn (tool calls, a short intro and a long answer in
+small deltas) through a renderer, into the Slack emulator over real HTTP with its rate limits
+on, with an embedded Redis for the shared buckets. It runs twice, on a fresh workspace each
+time: our `StreamRenderer`, then a naive renderer making one Slack call per agent event. For
+each it reports Slack calls per turn, 429 responses met, characters of the agent's text
+missing from the thread, and the delay from an agent event to Slack holding its content.
+
+Slack's limits are per minute; to finish in seconds the emulator's limits (and our buckets)
+are scaled: `--rate-scale 60` gives a minute's budget every second, so the turns' pace is
+compressed by the same factor. Said in the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import json
+import logging
+import re
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.bench import bench_subparsers
+from app.bench.naive import NaiveRenderer
+from app.bench.synthetic import Turn, synthetic_turn
+from app.redis_conn import EmbeddedRedis, connect
+from app.render.ratelimit import TokenBuckets
+from app.render.slack_text import neutralise_mentions
+from app.render.stream import StreamRenderer
+from app.sandbox.slack_api import RateLimitConfig, SlackEmulator
+from app.tickets.model import Ticket
+
+CHANNEL = "C0001"
+REQUESTER = "U0001"
+
+
+@dataclass
+class Options:
+    tickets: int = 50
+    rate_scale: float = 60.0
+    turn_seconds: float = 4.0
+    tool_calls: int = 6
+    answer_chars: int = 2_400
+    delta_chars: int = 40
+    flush_interval: float = 1.0
+    naive_retries: int = 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = bench_subparsers(subparsers)
+    p = sub.add_parser(
+        "stream",
+        help="stream N tickets' agent turns into the Slack emulator: ours vs one call per event",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = Options()
+    p.add_argument("--tickets", type=int, default=d.tickets, help="concurrent tickets (default 50)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--rate-scale", type=float, default=d.rate_scale,
+                   help="multiply Slack's rate limits (default 60: a minute's budget per second)")
+    p.add_argument("--turn-seconds", type=float, default=d.turn_seconds, help="length of each turn")
+    p.add_argument("--tool-calls", type=int, default=d.tool_calls, help="tool calls per turn")
+    p.add_argument("--answer-chars", type=int, default=d.answer_chars, help="answer length")
+    p.add_argument("--delta-chars", type=int, default=d.delta_chars, help="characters per delta")
+    p.add_argument("--flush-interval", type=float, default=d.flush_interval,
+                   help="our renderer's flush timer, seconds")
+    p.add_argument("--naive-retries", type=int, default=d.naive_retries,
+                   help="429 retries for the naive renderer (default 0: slack_sdk's defaults)")
+    p.set_defaults(func=cmd_bench_stream)
+
+
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    if args.tickets < 1:
+        print("--tickets must be at least 1", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    opts = Options(
+        tickets=args.tickets, rate_scale=args.rate_scale, turn_seconds=args.turn_seconds,
+        tool_calls=args.tool_calls, answer_chars=args.answer_chars, delta_chars=args.delta_chars,
+        flush_interval=args.flush_interval, naive_retries=args.naive_retries,
+    )
+    result = asyncio.run(run_bench(opts))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_report(result, opts))
+    return 0
+
+
+async def run_bench(opts: Options) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        redis_server = EmbeddedRedis(Path(tmp))
+        emulator = SlackEmulator(rate_limits=RateLimitConfig(scale=opts.rate_scale)).start()
+        try:
+            ours = await run_side("ours", emulator, redis_server.url, opts)
+            naive = await run_side("naive", emulator, redis_server.url, opts)
+        finally:
+            emulator.stop()
+            redis_server.close()
+    return {"tickets": opts.tickets, "ours": ours, "naive": naive}
+
+
+async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Options) -> dict[str, Any]:
+    emulator.state.reset()
+    tickets: list[Ticket] = []
+    for i in range(opts.tickets):
+        ts = await emulator.user_posts(CHANNEL, f"ticket {i}: the VPN is down", user=REQUESTER)
+        tickets.append(Ticket(
+            id=f"T0001-{i + 1}", number=i + 1, team_id=emulator.state.team_id, channel_id=CHANNEL,
+            thread_ts=ts, requester_id=REQUESTER, environment="bench", title=f"VPN down ({i + 1})",
+        ))
+    turns = [
+        synthetic_turn(
+            f"{side}{i}", tool_calls=opts.tool_calls, answer_chars=opts.answer_chars,
+            delta_chars=opts.delta_chars, seconds=opts.turn_seconds, seed=i,
+        )
+        for i in range(opts.tickets)
+    ]
+    emitted: dict[int, float] = {}
+    visible: dict[int, float] = {}
+
+    def on_visible(_ticket: Ticket, events: list[Any]) -> None:
+        now = time.monotonic()
+        for ev in events:
+            visible.setdefault(id(ev), now)
+
+    redis = connect(redis_url)
+    renderer: StreamRenderer | NaiveRenderer
+    if side == "ours":
+        buckets = TokenBuckets(redis, scale=opts.rate_scale, prefix=f"bench-{uuid.uuid4().hex[:8]}")
+        renderer = StreamRenderer(
+            emulator.client(), redis, buckets=buckets, flush_interval=opts.flush_interval,
+            on_visible=on_visible, key_prefix=f"bench-render-{uuid.uuid4().hex[:8]}",
+        )
+    else:
+        renderer = NaiveRenderer(emulator.client(), on_visible, rate_limit_retries=opts.naive_retries)
+
+    async def play(ticket: Ticket, turn: Turn) -> None:
+        t0 = time.monotonic()
+        for step in turn.steps:
+            target = t0 + step.at
+            delay = target - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            emitted[id(step.event)] = target
+            if step.preview:
+                await renderer.delta(ticket, step.event)
+            else:
+                await renderer.event(ticket, step.event, replay=False)
+        await renderer.turn_ended(ticket, "end_turn")
+
+    started = time.monotonic()
+    await asyncio.gather(*(play(t, turn) for t, turn in zip(tickets, turns, strict=True)))
+    seconds = time.monotonic() - started
+    await redis.aclose()
+
+    state = emulator.state
+    calls = state.calls()
+    lost = 0
+    for ticket, turn in zip(tickets, turns, strict=True):
+        lost += lost_chars(turn.messages, bot_text(state.thread(CHANNEL, ticket.thread_ts), state.bot_user_id))
+    latencies = sorted((visible[k] - emitted[k]) * 1000 for k in visible if k in emitted)
+    content_events = sum(t.content_events for t in turns)
+    return {
+        "slack_calls_per_turn": round(len(calls) / len(turns), 2),
+        "rate_limited_responses": state.ratelimited_count,
+        "text_lost_chars": lost,
+        "latency_p50_ms": percentile(latencies, 50),
+        "latency_p99_ms": percentile(latencies, 99),
+        "slack_calls": len(calls),
+        "turns": len(turns),
+        "content_events": content_events,
+        "events_shown": len(latencies),
+        "seconds": round(seconds, 2),
+        "rate_limit_scale": opts.rate_scale,
+    }
+
+
+def bot_text(thread: list[dict[str, Any]], bot_user_id: str) -> str:
+    """Everything the bot's messages in a thread say, oldest first."""
+    return "".join(str(m.get("text") or "") for m in thread if m.get("user") == bot_user_id)
+
+
+_TOKENS = re.compile(r"\s+|[^\s]+")
+
+
+def lost_chars(expected: Sequence[str], shown: str) -> int:
+    """Characters of the agent's messages (mentions neutralised) not found, in order, in `shown`.
+
+    A message found verbatim costs nothing; otherwise its words are matched against the rest
+    of the thread and the characters of unmatched words count as lost.
+    """
+    pos = 0
+    lost = 0
+    for text in expected:
+        text = neutralise_mentions(text)
+        found = shown.find(text, pos)
+        if found >= 0:
+            pos = found + len(text)
+            continue
+        want = _TOKENS.findall(text)
+        have = _TOKENS.findall(shown[pos:])
+        matcher = difflib.SequenceMatcher(None, want, have, autojunk=False)
+        matched = sum(len("".join(want[b.a : b.a + b.size])) for b in matcher.get_matching_blocks())
+        lost += len(text) - matched
+    return lost
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return round(ordered[index], 1)
+
+
+def format_report(result: dict[str, Any], opts: Options) -> str:
+    ours, naive = result["ours"], result["naive"]
+    rows = [
+        ("Slack calls per turn", "slack_calls_per_turn"),
+        ("429 responses met", "rate_limited_responses"),
+        ("text lost (chars)", "text_lost_chars"),
+        ("event -> visible p50 (ms)", "latency_p50_ms"),
+        ("event -> visible p99 (ms)", "latency_p99_ms"),
+        ("content events shown", "events_shown"),
+        ("wall time (s)", "seconds"),
+    ]
+    lines = [
+        f"Streaming benchmark: {result['tickets']} tickets at once in one channel, one agent turn "
+        f"each ({opts.tool_calls} tool calls, {opts.answer_chars:,}-character answer in "
+        f"{opts.delta_chars}-character deltas, over {opts.turn_seconds:g} s).",
+        f"Slack emulator over HTTP with its rate limits on, scaled x{opts.rate_scale:g} "
+        f"(a minute's budget every {60 / opts.rate_scale:g} s); our buckets scaled the same.",
+        f"Naive: one Slack call per agent event, slack_sdk retry handlers "
+        f"({opts.naive_retries} retries on 429).",
+        "",
+        f"{'':28}{'ours':>12}{'naive':>12}",
+    ]
+    for label, key in rows:
+        lines.append(f"{label:28}{_cell(ours.get(key)):>12}{_cell(naive.get(key)):>12}")
+    lines.append(f"{'content events per run':28}{ours['content_events']:>12}{naive['content_events']:>12}")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}"
