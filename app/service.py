@@ -10,8 +10,9 @@ from contextlib import suppress
 
 import uvicorn
 
-from app.render.plain import PlainRenderer
+from app.render.stream import StreamRenderer
 from app.runtime import Services
+from app.sessions.cost_hooks import CostCapture
 from app.slack.bolt_app import build_bolt_app
 from app.web import build_web_app
 from app.worker import Worker
@@ -36,7 +37,12 @@ async def _until(stop: asyncio.Event, *tasks: asyncio.Task[object]) -> None:
 
 
 def make_worker(services: Services) -> Worker:
-    return Worker(services, renderer_factory=lambda s: PlainRenderer(s.slack))
+    costs = CostCapture(services.redis, services.anthropic, services.config)
+
+    def renderer(s: Services) -> StreamRenderer:
+        return StreamRenderer(s.slack, s.redis, footer=costs.footer)
+
+    return Worker(services, renderer_factory=renderer, hooks=costs.hooks())
 
 
 async def serve(

@@ -20,6 +20,7 @@ import httpx2
 from anthropic import AsyncAnthropic
 
 from app.config.model import AppConfig
+from app.cost.budget import budget_param
 from app.render.base import Renderer
 from app.sessions import resources
 from app.sessions.cursor import Cursor, StaleLease
@@ -103,10 +104,9 @@ class SessionFollower:
         env_id = await resources.environment_id(self.client, redis, self.config, env_name)
         vaults = await resources.vault_ids(redis, env_name)
         kwargs: dict[str, Any] = {}
-        budget = self.config.environments[env_name].budget_usd
+        budget = budget_param(self.config.environments[env_name])
         if budget is not None:
-            cents = int(budget * 100)
-            kwargs["budget"] = {"type": "limit", "max_list_cost": {"amount": str(cents), "currency": "USD"}}
+            kwargs["budget"] = budget
         if vaults:
             kwargs["vault_ids"] = vaults
         session = await self.client.beta.sessions.create(
@@ -273,6 +273,9 @@ class SessionFollower:
             log.info("message already reached the session", extra={**self.log_extra, "slack_ts": message.ts})
             return
         await self.store.redis.set(in_flight, "1", ex=7 * 24 * 3600)
+        begin_turn = getattr(self.renderer, "begin_turn", None)
+        if begin_turn is not None:
+            await begin_turn(self.ticket, message.user_id)
         await self.client.with_options(max_retries=0).beta.sessions.events.send(
             session_id,
             events=[{"type": "user.message", "content": [{"type": "text", "text": message.text}]}],
