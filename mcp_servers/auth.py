@@ -21,7 +21,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -403,6 +403,3 @@ class ScopedMCPServer(MCPServer[Any]):
         if missing:
             raise RuntimeError(f"tools without a scope: {', '.join(missing)}")
 
-
-def scope_list(scopes: Sequence[str] | frozenset[str]) -> str:
-    return " ".join(sorted(scopes))
