@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from app.runtime import Services
+from mcp_servers.asgi import mcp_mounts
+from mcp_servers.auth import TokenRegistry
 
 
 def build_web_app(services: Services, bolt: AsyncApp, extra_routes: list[BaseRoute] | None = None) -> Starlette:
@@ -29,15 +31,24 @@ def build_web_app(services: Services, bolt: AsyncApp, extra_routes: list[BaseRou
             return JSONResponse({"ok": False, "redis": "unreachable"}, status_code=503)
         return JSONResponse({"ok": True})
 
+    mcp_routes, mcp_lifespan = mcp_mounts(
+        tokens=TokenRegistry.from_env(),
+        redis_factory=lambda: services.redis,
+        allowed_hosts=[services.config.public_base_url or ""],
+    )
+
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
+        # Mounted MCP apps need their session managers running inside the web app's lifespan.
+        async with mcp_lifespan(app):
+            yield
 
     routes: list[BaseRoute] = [
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/slack/interactive", slack_events, methods=["POST"]),
         Route("/slack/commands", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *mcp_routes,
         *(extra_routes or []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
