@@ -269,3 +269,17 @@ async def test_staff_usergroup_members_may_use_the_controls(staff_stack: Stack) 
     resolved = await eventually(lambda: (t := ticket_of(app, ts)) and t.state == TicketState.RESOLVED and t)
     assert "resolved by U0001" in causes(app, resolved)
     assert stack.slack.state.snapshot_list("ephemerals") == []
+
+
+async def test_resolve_summary_carries_the_final_cost(stack: Stack) -> None:
+    stack.agents.set_scenario({"rules": [{"match": "(?i)costly", "steps": [
+        {"message": "Here you go."}, {"usage": {"input_tokens": 1_000_000, "output_tokens": 0}},
+    ]}]})
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "a costly question")
+    await eventually(lambda: "Here you go." in bot_texts(stack, ts))
+    ticket = await eventually(lambda: (t := ticket_of(app, ts)) and t.state == TicketState.WAITING_REQUESTER and t)
+    await stack.slack.click(SUPPORT, post_controls(app, ticket), "ticket_resolve")
+    summary = await eventually(lambda: [t for t in bot_texts(stack, ts) if "resolved by" in t])
+    # claude-sonnet-4-6 input is $3 per million tokens in support-agent.yml.
+    assert "cost $3.00" in summary[0]
