@@ -45,7 +45,9 @@ def build_bolt_app(services: Services, extra_listeners: list[Registrar] | None =
     bolt.event("app_mention")(on_message_event)
     bolt.event("message")(on_message_event)
 
-    for register in extra_listeners or []:
+    from app.slack import commands, controls
+
+    for register in (controls.register, commands.register, *(extra_listeners or [])):
         register(bolt, services)
     _acknowledge_remaining(bolt)
     return bolt
