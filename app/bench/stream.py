@@ -31,7 +31,7 @@ from typing import Any
 
 from app.bench import bench_subparsers
 from app.bench.naive import NaiveRenderer
-from app.bench.synthetic import Turn, synthetic_turn
+from app.bench.synthetic import play, synthetic_turn
 from app.redis_conn import EmbeddedRedis, connect
 from app.render.ratelimit import TokenBuckets
 from app.render.slack_text import neutralise_mentions
@@ -145,22 +145,13 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
     else:
         renderer = NaiveRenderer(emulator.client(), on_visible, rate_limit_retries=opts.naive_retries)
 
-    async def play(ticket: Ticket, turn: Turn) -> None:
-        t0 = time.monotonic()
-        for step in turn.steps:
-            target = t0 + step.at
-            delay = target - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            emitted[id(step.event)] = target
-            if step.preview:
-                await renderer.delta(ticket, step.event)
-            else:
-                await renderer.event(ticket, step.event, replay=False)
-        await renderer.turn_ended(ticket, "end_turn")
+    def on_emit(event: Any, at: float) -> None:
+        emitted[id(event)] = at
 
     started = time.monotonic()
-    await asyncio.gather(*(play(t, turn) for t, turn in zip(tickets, turns, strict=True)))
+    await asyncio.gather(
+        *(play(renderer, t, turn, on_emit=on_emit) for t, turn in zip(tickets, turns, strict=True))
+    )
     seconds = time.monotonic() - started
     await redis.aclose()
 

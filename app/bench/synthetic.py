@@ -7,12 +7,18 @@ session follower hands it.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from anthropic._models import construct_type
 from anthropic.types.beta.sessions import BetaManagedAgentsStreamSessionEvents
+
+from app.render.base import Renderer
+from app.tickets.model import Ticket
 
 PROCESSED_AT = "2026-01-01T00:00:00Z"
 
@@ -155,3 +161,29 @@ def synthetic_turn(
     )
     turn.steps.sort(key=lambda s: s.at)
     return turn
+
+
+async def play(
+    renderer: Renderer,
+    ticket: Ticket,
+    turn: Turn,
+    *,
+    stop_reason: str | None = "end_turn",
+    on_emit: Callable[[Any, float], None] | None = None,
+) -> None:
+    """Feed a turn's events to a renderer on their schedule, as the session follower does,
+    then end the turn (unless `stop_reason` is None)."""
+    t0 = time.monotonic()
+    for step in turn.steps:
+        target = t0 + step.at
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if on_emit is not None:
+            on_emit(step.event, target)
+        if step.preview:
+            await renderer.delta(ticket, step.event)
+        else:
+            await renderer.event(ticket, step.event, replay=False)
+    if stop_reason is not None:
+        await renderer.turn_ended(ticket, stop_reason)

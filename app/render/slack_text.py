@@ -88,6 +88,19 @@ def cut_point(text: str, limit: int, floor: int | None = None) -> int:
     return limit
 
 
+def paragraph_break(text: str, lo: int, hi: int) -> int | None:
+    """The last paragraph break outside code fences whose cut lies in `(lo, hi]`, or None."""
+    window = text[:hi]
+    inside = _fence_parity(window)
+    idx = len(window)
+    while True:
+        idx = window.rfind("\n\n", 0, idx)
+        if idx < 0 or idx + 2 <= lo:
+            return None
+        if not inside(idx + 2):
+            return idx + 2
+
+
 def _fence_parity(window: str) -> _Parity:
     return _Parity([m.start() for m in re.finditer("```", window)])
 

@@ -53,6 +53,7 @@ from app.render.slack_text import (
     MAX_TEXT,
     cut_point,
     neutralise_mentions,
+    paragraph_break,
     release_point,
     split_text,
     truncate,
@@ -84,6 +85,7 @@ FATAL = frozenset({
 TOOL_USES = frozenset({"agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use"})
 TOOL_RESULTS = {"agent.tool_result": "tool_use_id", "agent.mcp_tool_result": "mcp_tool_use_id"}
 MAX_CHUNKS = 40
+SPLIT_WINDOW = 1_500
 PLACEHOLDER = "Working on it…"
 
 
@@ -640,8 +642,8 @@ class StreamRenderer:
                 if piece.mid is None and not so_far:
                     batch.consumed = i + 1  # no separator at the top of a message
                     continue
-                if len(so_far) + len(piece.text) > turn.cap:
-                    cut = cut_point(so_far + piece.text, turn.cap, floor=len(so_far)) - len(so_far)
+                cut = self._split(turn, so_far, piece)
+                if cut is not None:
                     head, rest = piece.text[:cut], piece.text[cut:]
                     if head:
                         buf.append(head)
@@ -678,6 +680,25 @@ class StreamRenderer:
             batch.chunks.insert(0, {"type": "plan_update", "title": title})
             batch.plan = True
         return batch
+
+    def _split(self, turn: Turn, so_far: str, piece: Piece) -> int | None:
+        """Where `piece` must be cut to end the message, or None if it fits.
+
+        Within `SPLIT_WINDOW` of the limit the first paragraph break ends the message, so long
+        answers split between paragraphs even though they arrive a few words at a time.
+        """
+        total = len(so_far) + len(piece.text)
+        soft = turn.cap - min(SPLIT_WINDOW, turn.cap // 4)
+        if total <= soft:
+            return None
+        combined = so_far + piece.text
+        if piece.mid is not None:
+            brk = paragraph_break(combined, max(len(so_far), soft), min(total, turn.cap))
+            if brk is not None:
+                return brk - len(so_far)
+        if total <= turn.cap:
+            return None
+        return cut_point(combined, turn.cap, floor=max(len(so_far), turn.cap // 2)) - len(so_far)
 
     def _commit(self, turn: Turn, msg: SlackMessage, batch: Batch) -> None:
         msg.parts.extend(batch.parts)
