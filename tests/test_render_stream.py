@@ -453,3 +453,58 @@ async def test_notices_are_posted_with_mentions_neutralised(slack: SlackEmulator
     await renderer.notice(ticket, "The session failed, @channel please look")
     (msg,) = bot_messages(slack, ticket)
     assert msg["text"] == "The session failed, @\u200bchannel please look"
+
+
+# ---- failures ---------------------------------------------------------------------------------
+
+
+async def test_transient_and_too_long_errors_lose_nothing(slack: SlackEmulator, make: Any) -> None:
+    renderer = make()
+    ticket = await new_ticket(slack)
+    slack.state.fail_next("chat.appendStream", "internal_error")
+    slack.state.fail_next("chat.appendStream", "msg_too_long")
+    turn = synthetic_turn("tr", tool_calls=2, answer_chars=1_500, delta_chars=20, seconds=0.8)
+    await play(renderer, ticket, turn)
+    assert {c.error for c in slack.state.calls("chat.appendStream")} >= {"internal_error", "msg_too_long"}
+    assert lost_chars(turn.messages, shown(slack, ticket)) == 0
+    assert renderer.stats.dropped_chars == 0
+    for m in bot_messages(slack, ticket):
+        assert m["stream"]["state"] == "stopped"
+
+
+async def test_a_thread_slack_refuses_for_good_does_not_hang_the_turn(
+    slack: SlackEmulator, make: Any
+) -> None:
+    renderer = make()
+    ticket = await new_ticket(slack)
+    await renderer.event(ticket, event("session.status_running", id="r"), replay=False)
+    await renderer.event(ticket, message("m1", "First part."), replay=False)
+    for _ in range(100):
+        if bot_messages(slack, ticket):
+            break
+        await asyncio.sleep(0.02)
+    slack.state.archive("C0001")
+    try:
+        await renderer.event(ticket, message("m2", "Second part."), replay=False)
+        await asyncio.wait_for(renderer.turn_ended(ticket, "end_turn"), 20)  # a guard, not a timing
+    finally:
+        slack.state.archive("C0001", False)
+    assert any(c.error == "is_archived" for c in slack.state.calls())
+    # the next turn starts afresh
+    await play(renderer, ticket, synthetic_turn("after", tool_calls=0, answer_chars=80, seconds=0.2))
+    assert bot_messages(slack, ticket)[-1]["stream"]["state"] == "stopped"
+
+
+async def test_an_abandoned_turn_is_closed_after_the_idle_timeout(slack: SlackEmulator, make: Any) -> None:
+    renderer = make(idle_timeout=0.3)
+    ticket = await new_ticket(slack)
+    await renderer.event(ticket, event("session.status_running", id="r"), replay=False)
+    await renderer.event(ticket, message("m1", "Working on it."), replay=False)
+    for _ in range(250):  # no turn_ended: the follower went away
+        msgs = bot_messages(slack, ticket)
+        if msgs and msgs[0]["stream"]["state"] == "stopped":
+            break
+        await asyncio.sleep(0.02)
+    (msg,) = bot_messages(slack, ticket)
+    assert msg["stream"]["state"] == "stopped" and msg["text"] == "Working on it."
+    assert "context_actions" not in block_types(msg)

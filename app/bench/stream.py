@@ -19,6 +19,7 @@ import asyncio
 import difflib
 import json
 import logging
+import math
 import re
 import sys
 import tempfile
@@ -211,7 +212,7 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered)) - 1))  # nearest rank
     return round(ordered[index], 1)
 
 

@@ -206,6 +206,7 @@ class Turn:
         self.status_set_at: float | None = None
         self.status_dirty = False
         self.last_flush = 0.0
+        self.last_event = time.monotonic()
         self.failures = 0
         self.dead = False
         self.finished = False
@@ -244,6 +245,7 @@ class StreamRenderer:
         loading_messages: list[str] | None = None,
         status_refresh: float = 100.0,
         max_failures: int = 3,
+        idle_timeout: float = 1800.0,
         on_visible: Observer | None = None,
         key_prefix: str = "render",
     ) -> None:
@@ -261,6 +263,7 @@ class StreamRenderer:
         self.loading_messages = loading_messages
         self.status_refresh = status_refresh
         self.max_failures = max_failures
+        self.idle_timeout = idle_timeout
         self.on_visible = on_visible
         self.key_prefix = key_prefix
         self.stats = RenderStats()
@@ -296,6 +299,7 @@ class StreamRenderer:
         if etype not in _SHOWN:
             return
         turn = await self._open(ticket)
+        turn.last_event = time.monotonic()
         sources = [event] if self.on_visible else []
         if etype == "session.status_running":
             turn.status_wanted = turn.current is None
@@ -329,6 +333,7 @@ class StreamRenderer:
         if etype == "event_start":
             preview = event.event
             turn = await self._open(ticket)
+            turn.last_event = time.monotonic()
             if preview.type == "agent.message":
                 turn.texts.setdefault(preview.id, AgentText())
             elif turn.current is None:
@@ -347,6 +352,7 @@ class StreamRenderer:
                 text.blocks[index] += content.text
             else:
                 return  # a gap: wait for the buffered message
+            live.last_event = time.monotonic()
             self._release(live, event.event_id, text, [event] if self.on_visible else [])
             live.wake.set()
 
@@ -515,6 +521,8 @@ class StreamRenderer:
                 self._set_task(turn, task, "complete")
 
     def _settle_tasks(self, turn: Turn, reason: str | None) -> None:
+        if reason == "shutdown":
+            return  # the turn goes on elsewhere: its tasks are not over
         if reason == "requires_action":
             carry = {t.id: t for t in turn.tasks.values() if t.status in ("pending", "in_progress")}
             if carry:
@@ -565,6 +573,8 @@ class StreamRenderer:
             deadlines.append(turn.status_retry_at)
         if msg is None and turn.status_set_at is not None:
             deadlines.append(turn.status_set_at + self.status_refresh)
+        if not turn.ending.is_set():
+            deadlines.append(turn.last_event + self.idle_timeout)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     async def _step(self, turn: Turn) -> None:
@@ -572,6 +582,12 @@ class StreamRenderer:
             turn.outbox.clear()
             turn.finished = turn.ending.is_set()
             return
+        if not turn.ending.is_set() and time.monotonic() - turn.last_event >= self.idle_timeout:
+            # Nobody ended this turn (its follower went away): close it rather than keep a
+            # stream and a status alive forever. Later events open a new turn.
+            log.info("closing an abandoned turn", extra={"ticket": turn.ticket.id})
+            turn.stop_reason = "shutdown"
+            turn.ending.set()
         msg = turn.current
         if msg is not None and msg.mode == STREAM and time.monotonic() - msg.started >= self.rotate_after:
             self.stats.rotations += 1
