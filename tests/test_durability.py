@@ -28,6 +28,28 @@ def bot_text(stack: Stack, ts: str) -> str:
     return "\n".join(bot_replies(stack, ts))
 
 
+def bot_words(stack: Stack, ts: str) -> str:
+    """Everything the bot showed in the thread: message text and the text inside its blocks."""
+    out: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                out.append(node["text"])
+            for value in node.values():
+                if isinstance(value, dict | list):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for message in stack.slack.state.thread(SUPPORT, ts):
+        if message.get("bot_id"):
+            out.append(message.get("text") or "")
+            walk(message.get("blocks") or [])
+    return "\n".join(out)
+
+
 def only_session(stack: Stack) -> str:
     sessions = stack.agents.state.sessions_snapshot()
     assert len(sessions) == 1, sessions
@@ -115,3 +137,32 @@ async def test_restart_of_web_worker_and_embedded_redis_keeps_the_ticket(stack: 
     await stack.slack.user_posts(SUPPORT, "turn two", thread_ts=ts, mention_bot=False)
     await eventually(lambda: len(bot_replies(stack, ts)) == 2, timeout=20)
     assert stack.agents.state.processed_messages(only_session(stack)) == ["turn one", "turn two"]
+
+
+async def test_agent_failures_leave_a_ticket_state_and_words_in_the_thread(stack: Stack) -> None:
+    stack.agents.set_scenario({"rules": [
+        {"match": "^exhaust", "steps": [
+            {"error": "model_overloaded_error", "retry_status": "retrying"},
+            {"error": "model_overloaded_error", "retry_status": "exhausted"},
+            {"idle": "retries_exhausted"},
+        ]},
+        {"match": "^terminal", "steps": [
+            {"error": "unknown_error", "retry_status": "terminal"},
+            {"terminate": {}},
+        ]},
+    ]})
+    app = stack.start_app()
+    store = app.services.store
+    ts1 = await stack.slack.user_posts(SUPPORT, "exhaust the retries")
+    await eventually(lambda: "gave up" in bot_words(stack, ts1), timeout=20)
+    ticket = await eventually(lambda: _state_is(app, ts1, "waiting_requester"), timeout=20)
+    causes = [t.cause for t in app.run_coroutine(store.transitions(ticket.id))]
+    assert "turn failed: retries exhausted" in causes
+    ts2 = await stack.slack.user_posts(SUPPORT, "terminal failure")
+    await eventually(lambda: _state_is(app, ts2, "failed"), timeout=20)
+    await eventually(lambda: bot_words(stack, ts2).strip(), timeout=20)
+
+
+def _state_is(app, ts: str, state: str):  # type: ignore[no-untyped-def]
+    ticket = app.run_coroutine(app.services.store.by_thread("T0001", SUPPORT, ts))
+    return ticket if ticket is not None and ticket.state == state else None

@@ -233,21 +233,45 @@ class SessionFollower:
             self._last_stop = "terminated"
             self.ticket.agent_status = "terminated"
 
+    async def _refresh(self) -> None:
+        """Re-read the ticket: controls (Stop, Resolve) may have changed it since we loaded it."""
+        fresh = await self.store.get(self.ticket.id)
+        if fresh is not None:
+            fresh.agent_status = self.ticket.agent_status
+            fresh.stop_reason = self.ticket.stop_reason
+            fresh.session_id = fresh.session_id or self.ticket.session_id
+            self.ticket = fresh
+
+    async def _move(self, state: TicketState, cause: str) -> None:
+        await self._refresh()
+        if self.ticket.state in (TicketState.RESOLVED, TicketState.ESCALATED):
+            await self.store.save(self.ticket)  # a human closed it: keep their state
+            return
+        await self.store.transition(self.ticket, state, cause)
+
     async def _apply_state(self, event: Any) -> None:
         etype = event.type
         if etype == "session.status_running":
-            await self.store.transition(self.ticket, TicketState.WORKING, "agent running")
+            await self._move(TicketState.WORKING, "agent running")
+        elif etype == "session.error":
+            retry = getattr(getattr(event.error, "retry_status", None), "type", None)
+            if retry == "terminal":
+                await self._move(TicketState.FAILED, f"agent error: {event.error.type}")
         elif etype == "session.status_idle":
             stop = self._last_stop
             if stop == "end_turn":
-                await self.store.transition(self.ticket, TicketState.WAITING_REQUESTER, "agent answered")
+                await self._move(TicketState.WAITING_REQUESTER, "agent answered")
             elif stop == "requires_action":
-                await self.store.save(self.ticket)
-            elif stop in ("retries_exhausted", "refusal", "budget_reached"):
-                await self.store.save(self.ticket)
+                await self._move(TicketState.WAITING_APPROVAL, "agent needs a tool confirmation")
+            elif stop == "budget_reached":
+                await self._move(TicketState.WAITING_APPROVAL, "budget reached")
+            elif stop == "retries_exhausted":
+                await self._move(TicketState.WAITING_REQUESTER, "turn failed: retries exhausted")
+            elif stop == "refusal":
+                await self._move(TicketState.WAITING_REQUESTER, "agent declined")
             await self.renderer.turn_ended(self.ticket, stop)
         elif etype in ("session.status_terminated", "session.deleted"):
-            await self.store.transition(self.ticket, TicketState.FAILED, f"session {etype.split('.')[-1]}")
+            await self._move(TicketState.FAILED, f"session {etype.split('.')[-1]}")
             await self.renderer.turn_ended(self.ticket, "terminated")
 
     async def _send_inbox(self, session_id: str) -> None:
