@@ -394,13 +394,14 @@ class StreamRenderer:
 
     async def _open(self, ticket: Ticket) -> Turn:
         turn = self._turns.get(ticket.id)
-        if turn is not None and not turn.finished:
+        if turn is not None and not turn.ending.is_set():
             turn.ticket = ticket
             return turn
+        # None yet, or the last one is closing (it takes nothing new): a new turn.
         recipient = await self._recipient(ticket)
         streaming = self.streaming and not await self._refused(ticket.team_id)
         turn = self._turns.get(ticket.id)
-        if turn is not None and not turn.finished:
+        if turn is not None and not turn.ending.is_set():
             return turn
         turn = Turn(ticket, recipient, streaming, self.max_message_chars)
         turn.tasks.update(self._carry.pop(ticket.id, {}))
@@ -919,7 +920,7 @@ class StreamRenderer:
             kwargs = {
                 **self._base(turn),
                 "thread_ts": turn.ticket.thread_ts,
-                "text": text or (PLACEHOLDER if final is None else "Done."),
+                "text": text or (PLACEHOLDER if final is None else "Approval needed." if turn.approvals else "Done."),
                 "blocks": bk.message_blocks(text, tasks, final) or [bk.context_block(PLACEHOLDER)],
             }
             if final is not None:
