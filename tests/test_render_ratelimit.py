@@ -11,7 +11,7 @@ from app.render.ratelimit import Limit, TokenBuckets
 
 
 async def test_a_bucket_allows_its_burst_then_makes_callers_wait(redis: aioredis.Redis) -> None:
-    buckets = TokenBuckets(redis, {"m": Limit(per_minute=60, burst=3)})
+    buckets = TokenBuckets(redis, {"m": Limit(per_minute=60, burst=3)}, safety=0)
     for _ in range(3):
         assert await buckets.acquire("T1", "m", max_wait=0)
     assert not await buckets.acquire("T1", "m", max_wait=0)
@@ -40,7 +40,7 @@ async def test_buckets_are_shared_between_processes(redis_server: EmbeddedRedis)
     try:
         await one.flushall()
         limits = {"m": Limit(per_minute=60, burst=4)}
-        a, b = TokenBuckets(one, limits), TokenBuckets(two, limits)
+        a, b = TokenBuckets(one, limits, safety=0), TokenBuckets(two, limits, safety=0)
         granted = [await x.acquire("T1", "m", max_wait=0) for x in (a, b, a, b, a, b)]
         assert granted.count(True) == 4
     finally:
@@ -68,3 +68,10 @@ async def test_waiters_in_one_process_are_served_in_turn(redis: aioredis.Redis) 
 
     await asyncio.gather(*(take(i) for i in range(6)))
     assert order == list(range(6))
+
+
+async def test_a_safety_margin_stays_below_slacks_figures(redis: aioredis.Redis) -> None:
+    buckets = TokenBuckets(redis, {"m": Limit(per_minute=20, burst=20)})
+    granted = [await buckets.acquire("T1", "m", max_wait=0) for _ in range(20)]
+    assert granted.count(True) == 18
+    assert buckets.rate(Limit(60, 60)) < 1.0

@@ -80,7 +80,12 @@ return 1
 @dataclass
 class TokenBuckets:
     """Shared buckets. `scale` multiplies every refill rate, `burst_scale` every capacity
-    (the Slack emulator takes the same two knobs, so tests can run a minute in a second)."""
+    (the Slack emulator takes the same two knobs, so tests can run a minute in a second).
+
+    `safety` keeps a margin below Slack's figures: capacity x (1 - safety), rate x (1 -
+    safety / 2). With the buckets saturated, requests reach Slack with some jitter; the
+    spare tokens absorb it instead of a 429.
+    """
 
     redis: aioredis.Redis
     limits: Mapping[str, Limit] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
@@ -88,6 +93,7 @@ class TokenBuckets:
     burst_scale: float = 1.0
     prefix: str = "slack-rl"
     max_sleep: float = 5.0
+    safety: float = 0.1
 
     def __post_init__(self) -> None:
         self._acquire = self.redis.register_script(_ACQUIRE)
@@ -104,10 +110,10 @@ class TokenBuckets:
         return [key, key + ":blocked"], limit
 
     def rate(self, limit: Limit) -> float:
-        return limit.per_minute / 60.0 * self.scale
+        return limit.per_minute / 60.0 * self.scale * (1 - self.safety / 2)
 
     def capacity(self, limit: Limit) -> float:
-        return max(1.0, limit.burst * self.burst_scale)
+        return max(1.0, limit.burst * self.burst_scale * (1 - self.safety))
 
     async def acquire(
         self, team: str, method: str, channel: str | None = None, *, max_wait: float | None = None
