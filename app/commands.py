@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-FEATURE_MODULES: tuple[str, ...] = ("app.cost.cli", "mcp_servers.cli", "app.bench.stream")
+FEATURE_MODULES: tuple[str, ...] = ("app.cost.cli", "mcp_servers.cli", "app.bench.stream", "app.provision")
 
 
 def registrars() -> list[Registrar]:
