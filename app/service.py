@@ -12,6 +12,7 @@ import uvicorn
 
 from app.render.stream import StreamRenderer
 from app.runtime import Services
+from app.sessions.budget_hooks import BudgetNotifier, combine_hooks
 from app.sessions.cost_hooks import CostCapture
 from app.slack.bolt_app import build_bolt_app
 from app.web import build_web_app
@@ -42,7 +43,8 @@ def make_worker(services: Services) -> Worker:
     def renderer(s: Services) -> StreamRenderer:
         return StreamRenderer(s.slack, s.redis, footer=costs.footer)
 
-    return Worker(services, renderer_factory=renderer, hooks=costs.hooks())
+    budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)
+    return Worker(services, renderer_factory=renderer, hooks=combine_hooks(costs.hooks(), budget.hooks()))
 
 
 async def serve(
