@@ -403,8 +403,11 @@ class Provisioner:
         vault = await self._find_vault(env_name)
         vault_id: str | None = None
         if vault is None:
-            if not wanted:
-                return None  # nothing to hold: no vault
+            if not any(token for _, token, _ in wanted.values()):
+                # Nothing to hold (no servers with tokens, or no token set): no empty vault.
+                for url, (server, token, token_env) in wanted.items():
+                    await self._ensure_credential(env_name, None, url, server, token, token_env, None)
+                return None
             self._note("vault", label, "create", f"environment {env_name}")
             if not self.dry_run:
                 created = await self.client.beta.vaults.create(

@@ -205,3 +205,29 @@ def test_our_servers_need_a_public_base_url(stack: Stack, capsys: pytest.Capture
     stack.config_path.write_text((ROOT / "support-agent.yml").read_text())
     code, out = provision(capsys, "--dry-run")
     assert code == 1 and "public_base_url" in out
+
+
+async def test_the_bot_makes_the_agent_and_vault_itself_when_provision_never_ran(stack: Stack) -> None:
+    from app.redis_conn import connect
+    from app.sessions import resources
+
+    config = stack.config
+    redis = connect(stack.redis_url)
+    client = stack.agents.client(max_retries=0)
+    try:
+        agent = await resources.agent_id(client, redis, config, "customers")
+        again = await resources.agent_id(client, redis, config, "customers")
+        vaults = await resources.vault_ids(redis, "customers", client, config)
+        assert await resources.vault_ids(redis, "customers", client, config) == vaults
+        made = await client.beta.agents.retrieve(agent)
+    finally:
+        await redis.aclose()
+        await client.close()
+    assert again == agent
+    assert [(s.name, s.url) for s in made.mcp_servers] == [("knowledge_base", f"{PUBLIC}/mcp/knowledge_base")]
+    assert len(vaults) == 1
+    assert stack.agents.state.call(
+        lambda: stack.agents.state.credential_token_for(vaults, f"{PUBLIC}/mcp/knowledge_base")
+    ) == TOKEN_CUSTOMERS
+    # What the bot made is what provision would make: nothing left to change.
+    assert recorded(stack)["agent:support-agent-customers"] == agent

@@ -102,7 +102,7 @@ class SessionFollower:
         redis = self.store.redis
         agent = await resources.agent_id(self.client, redis, self.config, env_name)
         env_id = await resources.environment_id(self.client, redis, self.config, env_name)
-        vaults = await resources.vault_ids(redis, env_name)
+        vaults = await resources.vault_ids(redis, env_name, self.client, self.config)
         kwargs: dict[str, Any] = {}
         budget = budget_param(self.config.environments[env_name])
         if budget is not None:

@@ -7,7 +7,12 @@ creates a minimal agent and environment from the config, by name, reusing existi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -44,24 +49,24 @@ def environment_config(config: AppConfig, env_name: str) -> dict[str, Any]:
 
 
 async def agent_id(client: AsyncAnthropic, redis: aioredis.Redis, config: AppConfig, env_name: str) -> str:
-    """The agent for an environment (`<agent name>-<environment>`)."""
-    name = f"{config.agent.name}-{env_name}"
+    """The agent for an environment (`<agent name>-<environment>`).
+
+    Provision's when it ran; else found by name or created, with the environment's MCP servers
+    and toolset policies (the same builder as `support-agent provision`)."""
+    from app.provision import Provisioner, agent_name
+
+    name = agent_name(config, env_name)
     found = await recorded_id(redis, "agent", name)
     if found:
         return found
-    async for agent in client.beta.agents.list(limit=100):
-        if agent.name == name and not agent.archived_at:
-            await record_id(redis, "agent", name, agent.id)
-            return agent.id
-    created = await client.beta.agents.create(
-        name=name,
-        model=config.model_for(env_name),
-        system=config.agent.system,
-        metadata={"managed_by": "support-agent", "environment": env_name},
-    )
-    log.info("agent created", extra={"agent_id": created.id, "environment": env_name})
-    await record_id(redis, "agent", name, created.id)
-    return created.id
+    async with first_use_lock(redis, f"agent:{name}"):
+        found = await recorded_id(redis, "agent", name)
+        if found:
+            return found
+        made = await Provisioner(client, redis, config, strict=False).ensure_agent(env_name)
+        assert made is not None
+        log.info("agent ready without provision", extra={"agent_id": made, "environment": env_name})
+        return made
 
 
 async def environment_id(
@@ -88,6 +93,38 @@ async def environment_id(
     return created.id
 
 
-async def vault_ids(redis: aioredis.Redis, env_name: str) -> list[str]:
+async def vault_ids(
+    redis: aioredis.Redis,
+    env_name: str,
+    client: AsyncAnthropic | None = None,
+    config: AppConfig | None = None,
+) -> list[str]:
+    """The environment's vault: provision's, else (given a client and config) found or made
+    from the `MCP_TOKEN_*` variables this process has."""
     found = await recorded_id(redis, "vault", env_name)
+    if found or client is None or config is None:
+        return [found] if found else []
+    from app.provision import Provisioner
+
+    async with first_use_lock(redis, f"vault:{env_name}"):
+        found = await recorded_id(redis, "vault", env_name)
+        if not found:
+            found = await Provisioner(client, redis, config, strict=False).ensure_vault(env_name)
     return [found] if found else []
+
+
+@contextlib.asynccontextmanager
+async def first_use_lock(redis: aioredis.Redis, what: str, wait_seconds: float = 30.0) -> AsyncIterator[None]:
+    """One process at a time makes a missing resource (the others then find its id)."""
+    key = f"sa:provisioning:{what}"
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait_seconds
+    while not await redis.set(key, token, nx=True, ex=int(wait_seconds) + 5):
+        if time.monotonic() > deadline:
+            break  # a crashed holder: go ahead (the lock expires soon anyway)
+        await asyncio.sleep(0.1)
+    try:
+        yield
+    finally:
+        if await redis.get(key) == token:
+            await redis.delete(key)
