@@ -275,7 +275,7 @@ class SessionRuntime:
         try:
             remaining = list(event_ids)
             while remaining:
-                self.emit("session.status_idle", stop_reason={"type": "requires_action", "event_ids": remaining})
+                self.emit("session.status_idle", stop_reason={"type": "requires_action", "event_ids": list(remaining)})
                 await asyncio.wait([futures[i] for i in remaining], return_when=asyncio.FIRST_COMPLETED)
                 for i in list(remaining):
                     if futures[i].done():
