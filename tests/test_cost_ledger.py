@@ -330,3 +330,21 @@ async def test_close_turn_sums_the_snapshots_of_one_turn(redis: aioredis.Redis) 
     assert second.cost.total_usd == D("0.04")
     assert second.ticket_total_usd == D("1.28") and second.event_id == "e4"
     assert second.list_cost_warning is None
+
+
+async def test_a_turn_of_several_snapshots_counts_once_everywhere(redis: aioredis.Redis) -> None:
+    ledger = CostLedger(redis)
+    t = ticket()
+    for i, s in enumerate((snapshot(600, 100_000, 0), snapshot(1200, 200_000, 10_000), snapshot(1800, 300_000, 0)), 1):
+        await ledger.record_snapshot(t, model=SONNET, usage_snapshot=s, source_event_id=f"e{i}")
+    await ledger.close_turn(t.id)
+    await ledger.record_snapshot(t, model=SONNET, usage_snapshot=snapshot(2400, 400_000, 0), source_event_id="e4")
+    await ledger.close_turn(t.id)
+    assert await ledger.close_turn(t.id) is None  # closing again changes nothing
+    today = datetime.now(UTC).date()
+    assert (await ledger.ticket_total(t.id)).turns == 2
+    assert (await ledger.total(since=today, until=today)).turns == 2
+    assert (await ledger.total(since=today, until=today, channel="C1")).turns == 2
+    assert (await ledger.total(since=today, until=today, environment="internal")).turns == 2
+    [row] = await ledger.totals("ticket", since=today, until=today)
+    assert row.totals.turns == 2 and row.totals.input_tokens == 400_000

@@ -424,8 +424,22 @@ class CostLedger:
                     raw: list[str] = await pipe.lrange(f"{key}:turns", start, -1)  # type: ignore[assignment]
                     if not raw:
                         return None
+                    # Each snapshot was counted as a turn when recorded; the turn is one.
+                    extra = [TurnCost.model_validate_json(r) for r in raw[1:]]
+                    channel, environment = (
+                        m.decode() if isinstance(m, bytes) else m
+                        for m in await pipe.hmget(key, "channel", "environment")
+                    )
                     pipe.multi()
                     pipe.hset(key, "closed_turns", start + len(raw))
+                    for snap in extra:
+                        d = f"{P}d:{_day(snap.day)}"
+                        pipe.hincrby(key, "turns", -1)
+                        pipe.hincrby(f"{d}:all", "turns", -1)
+                        members = {"ticket": ticket_id, "channel": channel, "environment": environment}
+                        for dim, member in members.items():
+                            if member:
+                                pipe.hincrby(f"{d}:{dim}:{member}", "turns", -1)
                     await pipe.execute()
                     break
                 except WatchError:
