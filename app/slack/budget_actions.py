@@ -97,7 +97,15 @@ class BudgetActions:
         self.config = services.config
         self.follower_wait_seconds = follower_wait_seconds
 
-    async def run(self, action_id: str, ticket: Ticket, user_id: str, value: BudgetAction) -> Outcome:
+    async def run(
+        self,
+        action_id: str,
+        ticket: Ticket,
+        user_id: str,
+        value: BudgetAction,
+        clicked: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """`clicked` is the message the button was on (from the payload), to retire its buttons."""
         what = "raise" if action_id == RAISE_BUDGET_ACTION else "escalate"
         if not await may_approve(self.slack, self.redis, self.config, ticket, user_id):
             log.info("budget action refused", extra={"ticket": ticket.id, "user": user_id, "control": what})
@@ -110,9 +118,9 @@ class BudgetActions:
             if fresh.state in CLOSED_STATES:
                 return Outcome(False, f"Ticket {fresh.ref} is already {fresh.state.label}.", fresh)
             if action_id == RAISE_BUDGET_ACTION:
-                outcome = await self.raise_budget(fresh, user_id, value)
+                outcome = await self.raise_budget(fresh, user_id, value, clicked)
             else:
-                outcome = await self.escalate(fresh, user_id)
+                outcome = await self.escalate(fresh, user_id, clicked)
         finally:
             await self.redis.delete(lock)
         log.info("budget action", extra={"ticket": ticket.id, "user": user_id, "control": what, "ok": outcome.ok})
@@ -120,7 +128,9 @@ class BudgetActions:
 
     # -- Raise budget -------------------------------------------------------------------------
 
-    async def raise_budget(self, ticket: Ticket, actor: str, value: BudgetAction) -> Outcome:
+    async def raise_budget(
+        self, ticket: Ticket, actor: str, value: BudgetAction, clicked: dict[str, Any] | None = None
+    ) -> Outcome:
         if not ticket.session_id:
             return Outcome(False, f"Ticket {ticket.ref} has no agent session to raise the budget of.", ticket)
         env = self.config.environments.get(ticket.environment)
@@ -160,7 +170,7 @@ class BudgetActions:
         else:
             text = f":arrow_forward: <@{actor}> let work on ticket {ticket.ref} continue."
             message = {"text": text, "blocks": [section(text)]}
-        await self._retire_buttons(ticket, f"Budget raised by <@{actor}>.")
+        await self._retire_buttons(ticket, f"Budget raised by <@{actor}>.", clicked)
         await self._post(ticket.channel_id, ticket.thread_ts, message["text"], message["blocks"])
         return Outcome(True, message["text"], ticket)
 
@@ -174,7 +184,7 @@ class BudgetActions:
 
     # -- Escalate -----------------------------------------------------------------------------
 
-    async def escalate(self, ticket: Ticket, actor: str) -> Outcome:
+    async def escalate(self, ticket: Ticket, actor: str, clicked: dict[str, Any] | None = None) -> Outcome:
         env = self.config.environments.get(ticket.environment)
         ticket = await self.store.transition(
             ticket, TicketState.ESCALATED, f"escalated by {actor} at the budget", actor=actor
@@ -183,7 +193,7 @@ class BudgetActions:
             f":raising_hand: <@{actor}> escalated ticket {ticket.ref} to a person. "
             "Someone from the support team will follow up in this thread."
         )
-        await self._retire_buttons(ticket, f"Escalated by <@{actor}>.")
+        await self._retire_buttons(ticket, f"Escalated by <@{actor}>.", clicked)
         await self._post(ticket.channel_id, ticket.thread_ts, text, [section(text)])
         if env is not None and env.triage_channel:
             await self._notify_triage(ticket, actor, env.triage_channel, env.triage_usergroup)
@@ -207,25 +217,46 @@ class BudgetActions:
 
     # -- Slack --------------------------------------------------------------------------------
 
-    async def _retire_buttons(self, ticket: Ticket, note: str) -> None:
-        """Replace the buttons of the latest budget note with who acted."""
-        ts = await self.redis.get(f"{MESSAGE_KEY}{ticket.id}")
-        if not ts:
+    async def _retire_buttons(self, ticket: Ticket, note: str, clicked: dict[str, Any] | None) -> None:
+        """Replace the buttons of the budget note (the clicked one, else the latest) with who acted."""
+        stored = await self.redis.get(f"{MESSAGE_KEY}{ticket.id}")
+        latest = (stored.decode() if isinstance(stored, bytes) else str(stored)) if stored else None
+        message = clicked if clicked and clicked.get("ts") else await self._find(ticket, latest)
+        if message is None:
             return
-        ts = ts.decode() if isinstance(ts, bytes) else str(ts)
+        ts = str(message["ts"])
+        blocks = [b for b in message.get("blocks") or [] if b.get("block_id") != BUDGET_BLOCK_ID]
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
         try:
-            history = await self.slack.conversations_replies(channel=ticket.channel_id, ts=ts, limit=1, inclusive=True)
-            message = next((m for m in history.get("messages") or [] if m.get("ts") == ts), None)
-            if message is None:
-                return
-            blocks = [b for b in message.get("blocks") or [] if b.get("block_id") != BUDGET_BLOCK_ID]
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
             await self.slack.chat_update(
                 channel=ticket.channel_id, ts=ts, text=message.get("text") or note, blocks=blocks
             )
-            await self.redis.delete(f"{MESSAGE_KEY}{ticket.id}")
         except SlackApiError as exc:
             log.info("budget buttons not retired", extra={"ticket": ticket.id, "error": exc.response.get("error")})
+            return
+        if ts == latest:
+            await self.redis.delete(f"{MESSAGE_KEY}{ticket.id}")
+
+    async def _find(self, ticket: Ticket, ts: str | None) -> dict[str, Any] | None:
+        """A message of the ticket's thread by ts (paging through the replies)."""
+        if not ts:
+            return None
+        cursor: str | None = None
+        try:
+            for _ in range(20):
+                kwargs: dict[str, Any] = {"channel": ticket.channel_id, "ts": ticket.thread_ts, "limit": 200}
+                if cursor:
+                    kwargs["cursor"] = cursor
+                response = await self.slack.conversations_replies(**kwargs)
+                for message in response.get("messages") or []:
+                    if message.get("ts") == ts:
+                        return dict(message)
+                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+                if not cursor:
+                    break
+        except SlackApiError as exc:
+            log.info("thread not read", extra={"ticket": ticket.id, "error": exc.response.get("error")})
+        return None
 
     async def _post(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]) -> None:
         try:
@@ -277,7 +308,7 @@ def register(bolt: AsyncApp, services: Services) -> None:
             if ticket is None or (channel and ticket.channel_id != channel):
                 await actions.explain(channel, user, "I could not find the ticket for this button.", thread_ts)
                 return
-            outcome = await actions.run(action_id, ticket, user, value)
+            outcome = await actions.run(action_id, ticket, user, value, body.get("message"))
             if not outcome.ok:
                 await actions.explain(channel, user, outcome.text, ticket.thread_ts)
         except Exception:
