@@ -508,3 +508,17 @@ async def test_an_abandoned_turn_is_closed_after_the_idle_timeout(slack: SlackEm
     (msg,) = bot_messages(slack, ticket)
     assert msg["stream"]["state"] == "stopped" and msg["text"] == "Working on it."
     assert "context_actions" not in block_types(msg)
+
+
+async def test_without_redis_the_turn_is_still_shown(slack: SlackEmulator, tmp_path: Any) -> None:
+    from app.redis_conn import connect
+
+    broken = connect(f"unix://{tmp_path}/no-redis.sock")
+    renderer = StreamRenderer(slack.client(), broken, flush_interval=0.05)
+    ticket = await new_ticket(slack)
+    await renderer.begin_turn(ticket, "U0002")
+    turn = synthetic_turn("nr", tool_calls=2, answer_chars=500, seconds=0.4)
+    await play(renderer, ticket, turn)
+    assert shown(slack, ticket) == "\n\n".join(turn.messages)
+    assert slack.state.ok_calls("chat.startStream")[0].params["recipient_user_id"] == "U0002"
+    await broken.aclose()

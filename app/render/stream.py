@@ -278,10 +278,7 @@ class StreamRenderer:
         """The next stream for this ticket goes to `user_id` (whose message starts a turn)."""
         if not user_id:
             return
-        self._recipients.pop(ticket.id, None)
-        self._recipients[ticket.id] = user_id
-        while len(self._recipients) > 10_000:
-            self._recipients.pop(next(iter(self._recipients)))
+        _remember(self._recipients, ticket.id, user_id)
         if self.redis is not None:
             try:
                 await self.redis.set(self._key("recipient", ticket.id), user_id, ex=30 * 86400)
@@ -527,7 +524,7 @@ class StreamRenderer:
         if reason == "requires_action":
             carry = {t.id: t for t in turn.tasks.values() if t.status in ("pending", "in_progress")}
             if carry:
-                self._carry[turn.ticket.id] = carry
+                _remember(self._carry, turn.ticket.id, carry)
             return
         for task in turn.tasks.values():
             if task.status not in ("pending", "in_progress"):
@@ -552,7 +549,9 @@ class StreamRenderer:
                 try:
                     await self._step(turn)
                     turn.failures = 0
-                except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                except Exception as exc:
+                    if not isinstance(exc, SlackApiError | aiohttp.ClientError | TimeoutError):
+                        log.exception("rendering failed", extra={"ticket": turn.ticket.id})
                     await self._failed(turn, exc)
                 if turn.outbox or turn.ending.is_set():
                     turn.wake.set()
@@ -619,7 +618,10 @@ class StreamRenderer:
         log.warning(
             "slack call failed", extra={"ticket": turn.ticket.id, "error": error, "attempt": turn.failures}
         )
-        if turn.failures < self.max_failures:
+        # Slack answering with an error is retried a few times; not reaching Slack, for longer.
+        network = isinstance(exc, aiohttp.ClientError | TimeoutError)
+        attempts = self.max_failures * 4 if network else self.max_failures
+        if turn.failures < attempts:
             await asyncio.sleep(min(0.25 * 2**turn.failures, 8.0))
             return
         # Give up on what keeps failing, so the rest of the turn still gets through.
@@ -747,12 +749,8 @@ class StreamRenderer:
         fn = getattr(self.slack, method.replace(".", "_"))
         transient = 0
         while True:
-            if self.buckets is not None:
-                granted = await self.buckets.acquire(
-                    ticket.team_id, method, ticket.channel_id, max_wait=None if wait else 0
-                )
-                if not granted:
-                    return None
+            if not await self._acquire(ticket, method, wait):
+                return None
             built = build()
             if built is None:
                 return None
@@ -766,9 +764,7 @@ class StreamRenderer:
                 self.stats.rate_limited += 1
                 retry_after = _retry_after(exc.response)
                 log.info("slack rate limited", extra={"method": method, "retry_after": retry_after})
-                penalised = self.buckets is not None and await self.buckets.penalise(
-                    ticket.team_id, method, ticket.channel_id, retry_after
-                )
+                penalised = await self._penalise(ticket, method, retry_after)
                 if not wait:
                     return None
                 if not penalised:
@@ -781,6 +777,25 @@ class StreamRenderer:
                 await asyncio.sleep(0.5 * 2**transient)
                 continue
             return response, batch
+
+    async def _acquire(self, ticket: Ticket, method: str, wait: bool) -> bool:
+        if self.buckets is None:
+            return True
+        try:
+            return await self.buckets.acquire(
+                ticket.team_id, method, ticket.channel_id, max_wait=None if wait else 0
+            )
+        except RedisError as exc:  # no shared budget for now: Slack's own 429s still pace us
+            log.warning("rate-limit buckets unavailable", extra={"error": type(exc).__name__})
+            return True
+
+    async def _penalise(self, ticket: Ticket, method: str, retry_after: float) -> bool:
+        if self.buckets is None:
+            return False
+        try:
+            return await self.buckets.penalise(ticket.team_id, method, ticket.channel_id, retry_after)
+        except RedisError:
+            return False
 
     def _base(self, turn: Turn) -> dict[str, Any]:
         return {"channel": turn.ticket.channel_id}
@@ -1093,6 +1108,14 @@ def _sent(done: tuple[Any, Batch | None] | None) -> tuple[Any, Batch]:
     """The response and batch of a call made with a batch-building payload."""
     assert done is not None and done[1] is not None
     return done[0], done[1]
+
+
+def _remember(store: dict[str, Any], key: str, value: Any, limit: int = 10_000) -> None:
+    """Set `store[key]`, forgetting the oldest entries past `limit`."""
+    store.pop(key, None)
+    store[key] = value
+    while len(store) > limit:
+        store.pop(next(iter(store)))
 
 
 def _unique(tasks: list[bk.TaskView]) -> list[bk.TaskView]:
