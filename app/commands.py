@@ -12,7 +12,13 @@ from collections.abc import Callable
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-FEATURE_MODULES: tuple[str, ...] = ("app.cost.cli", "mcp_servers.cli", "app.bench.stream", "app.provision")
+FEATURE_MODULES: tuple[str, ...] = (
+    "app.cost.cli",
+    "mcp_servers.cli",
+    "app.bench.stream",
+    "app.provision",
+    "app.trace.cli",
+)
 
 
 def registrars() -> list[Registrar]:

@@ -22,6 +22,7 @@ from app.sessions.cursor import StaleLease
 from app.sessions.follower import EventHook, SessionFollower, TurnFailed
 from app.slack.channels import resolve_environment
 from app.tickets.model import Ticket, TicketState
+from app.trace.record import record_follow
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Worker:
                 return
             extra: dict[str, Any] = {"ticket": ticket.id, "session": ticket.session_id, "reason": reason}
             log.info("following ticket", extra=extra)
+            await self._record_follow(lease, reason)
             if not ticket.environment:
                 if not await self._resolve_environment(ticket):
                     done = True
@@ -145,6 +147,15 @@ class Worker:
             if done and await store.pending_messages(lease.ticket_id):
                 # A message arrived as we were finishing: pick it straight back up.
                 await self.start_ticket(lease.ticket_id, "late-message")
+
+    async def _record_follow(self, lease: Lease, reason: str) -> None:
+        """For the ticket's trace: which worker followed it, and whether it took it over."""
+        try:
+            await record_follow(
+                self.services.redis, lease.ticket_id, worker=self.services.worker_id, reason=reason, fence=lease.fence
+            )
+        except Exception:  # the trace must never stop a ticket from being worked
+            log.warning("follow not recorded", extra={"ticket": lease.ticket_id}, exc_info=True)
 
     async def _resolve_environment(self, ticket: Ticket) -> bool:
         env = await resolve_environment(

@@ -51,6 +51,8 @@ class Ticket(BaseModel):
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     resolved_at: float | None = None
+    # Set when retention deleted the session (its transcript is gone; our record and costs stay).
+    session_deleted_at: float | None = None
 
     @property
     def ref(self) -> str:

@@ -1,0 +1,7 @@
+"""Per-ticket traces: the ordered timeline of what happened on a ticket and its session.
+
+- `build_trace(client, store, ticket, scrubber)` -> `Trace` (`app.trace.build`)
+- `render(trace, "text" | "json" | "jsonl")` (`app.trace.render`)
+- `find_ticket(store, "#42" | "T123#42" | slack link | "sesn_...")` (`app.trace.lookup`)
+- `record_approval` / `record_follow` / `record_webhook`: what only we know (`app.trace.record`)
+"""
