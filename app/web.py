@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from app.runtime import Services
+from app.webhooks import webhook_routes
 from mcp_servers.asgi import mcp_mounts
 from mcp_servers.auth import TokenRegistry
 
@@ -48,6 +49,7 @@ def build_web_app(services: Services, bolt: AsyncApp, extra_routes: list[BaseRou
         Route("/slack/interactive", slack_events, methods=["POST"]),
         Route("/slack/commands", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *webhook_routes(services),
         *mcp_routes,
         *(extra_routes or []),
     ]
