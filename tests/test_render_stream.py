@@ -522,3 +522,22 @@ async def test_without_redis_the_turn_is_still_shown(slack: SlackEmulator, tmp_p
     assert shown(slack, ticket) == "\n\n".join(turn.messages)
     assert slack.state.ok_calls("chat.startStream")[0].params["recipient_user_id"] == "U0002"
     await broken.aclose()
+
+
+async def test_when_stream_starts_run_short_a_turn_posts_instead(
+    slack: SlackEmulator, redis: aioredis.Redis
+) -> None:
+    from app.render.ratelimit import DEFAULT_LIMITS, Limit
+
+    limits = {**DEFAULT_LIMITS, "chat.startStream": Limit(per_minute=1, burst=1)}
+    renderer = StreamRenderer(slack.client(), redis, buckets=TokenBuckets(redis, limits, safety=0),
+                              flush_interval=0.05, start_wait=0.2)
+    first, second = await new_ticket(slack, 1), await new_ticket(slack, 2)
+    turns = [synthetic_turn(f"c{n}", tool_calls=2, answer_chars=400, seconds=0.4) for n in (1, 2)]
+    await asyncio.gather(play(renderer, first, turns[0]), play(renderer, second, turns[1]))
+    kinds = sorted("stream" in bot_messages(slack, t)[0] for t in (first, second))
+    assert kinds == [False, True] and renderer.stats.congested == 1
+    for ticket, turn in ((first, turns[0]), (second, turns[1])):
+        assert shown(slack, ticket) == "\n\n".join(turn.messages)
+        assert "context_actions" in block_types(bot_messages(slack, ticket)[-1])
+    await renderer.aclose()

@@ -54,6 +54,7 @@ class Options:
     delta_chars: int = 40
     flush_interval: float = 1.0
     naive_retries: int = 0
+    start_wait: float = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="our renderer's flush timer, seconds")
     p.add_argument("--naive-retries", type=int, default=d.naive_retries,
                    help="429 retries for the naive renderer (default 0: slack_sdk's defaults)")
+    p.add_argument("--start-wait", type=float, default=d.start_wait,
+                   help="seconds our renderer waits for a stream start before posting instead")
     p.set_defaults(func=cmd_bench_stream)
 
 
@@ -89,6 +92,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> int:
         tickets=args.tickets, rate_scale=args.rate_scale, turn_seconds=args.turn_seconds,
         tool_calls=args.tool_calls, answer_chars=args.answer_chars, delta_chars=args.delta_chars,
         flush_interval=args.flush_interval, naive_retries=args.naive_retries,
+        start_wait=args.start_wait,
     )
     result = asyncio.run(run_bench(opts))
     if args.json:
@@ -141,7 +145,7 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
         buckets = TokenBuckets(redis, scale=opts.rate_scale, prefix=f"bench-{uuid.uuid4().hex[:8]}")
         renderer = StreamRenderer(
             emulator.client(), redis, buckets=buckets, flush_interval=opts.flush_interval,
-            on_visible=on_visible, key_prefix=f"bench-render-{uuid.uuid4().hex[:8]}",
+            start_wait=opts.start_wait, on_visible=on_visible, key_prefix=f"bench-render-{uuid.uuid4().hex[:8]}",
         )
     else:
         renderer = NaiveRenderer(emulator.client(), on_visible, rate_limit_retries=opts.naive_retries)
@@ -163,6 +167,9 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
         lost += lost_chars(turn.messages, bot_text(state.thread(CHANNEL, ticket.thread_ts), state.bot_user_id))
     latencies = sorted((visible[k] - emitted[k]) * 1000 for k in visible if k in emitted)
     content_events = sum(t.content_events for t in turns)
+    not_streamed = 0
+    if isinstance(renderer, StreamRenderer):
+        not_streamed = renderer.stats.congested + renderer.stats.fallbacks
     return {
         "slack_calls_per_turn": round(len(calls) / len(turns), 2),
         "rate_limited_responses": state.ratelimited_count,
@@ -173,6 +180,7 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
         "turns": len(turns),
         "content_events": content_events,
         "events_shown": len(latencies),
+        "turns_not_streamed": not_streamed,
         "seconds": round(seconds, 2),
         "rate_limit_scale": opts.rate_scale,
     }
@@ -225,6 +233,7 @@ def format_report(result: dict[str, Any], opts: Options) -> str:
         ("event -> visible p50 (ms)", "latency_p50_ms"),
         ("event -> visible p99 (ms)", "latency_p99_ms"),
         ("content events shown", "events_shown"),
+        ("turns posted, not streamed", "turns_not_streamed"),
         ("wall time (s)", "seconds"),
     ]
     lines = [

@@ -10,7 +10,7 @@ addressed to the person whose message started the turn:
   astray the affected messages are rewritten with `chat.update` at the stop;
 - `assistant.threads.setStatus` shows the agent working until the first content arrives;
 - the stop carries the feedback buttons, Approve/Deny buttons for tool calls waiting on
-  approval, a note for unusual stops and the caller's cost footer.
+  approval, a note for unusual stops, the caller's ticket controls and cost footer.
 
 Nothing goes to Slack from `event()` itself: each turn has a flusher task that sends what
 accumulated at most once per `flush_interval`, after taking a token from the shared Redis
@@ -25,7 +25,10 @@ message holds at most `max_message_chars` characters of answer (Slack's 12,000 p
 payload); longer answers go on in the next message, cut at a paragraph, line or space.
 
 Where streaming is refused (`not_allowed`, `unknown_method`, ...), the turn falls back to one
-message posted with `chat.postMessage` and edited with `chat.update` on the same timer.
+message posted with `chat.postMessage` and edited with `chat.update` on the same timer. The
+same happens when no stream start can be had within `start_wait` seconds: starts are Slack's
+scarcest budget (Tier 2, shared by the workspace), and under a burst of turns a message now
+beats a stream in a minute.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from app.tickets.model import Ticket
 log = logging.getLogger(__name__)
 
 Footer = Callable[[Ticket], "str | Awaitable[str | None] | None"]
+Controls = Callable[[Ticket], list[dict[str, Any]]]
 Observer = Callable[[Ticket, list[Any]], None]
 
 STREAM, UPDATE = "stream", "update"
@@ -97,6 +101,7 @@ class RenderStats:
     rotations: int = 0
     expired: int = 0
     fallbacks: int = 0
+    congested: int = 0
     fixups: int = 0
     diverged: int = 0
     dropped_chars: int = 0
@@ -241,10 +246,12 @@ class StreamRenderer:
         streaming: bool = True,
         feedback: bool = True,
         footer: Footer | str | None = None,
+        controls: Controls | None = None,
         status_text: str = "is working on it…",
         loading_messages: list[str] | None = None,
         status_refresh: float = 100.0,
         max_failures: int = 3,
+        start_wait: float | None = 10.0,
         idle_timeout: float = 1800.0,
         on_visible: Observer | None = None,
         key_prefix: str = "render",
@@ -259,11 +266,13 @@ class StreamRenderer:
         self.streaming = streaming
         self.feedback = feedback
         self.footer = footer
+        self.controls = controls
         self.status_text = status_text
         self.loading_messages = loading_messages
         self.status_refresh = status_refresh
         self.max_failures = max_failures
         self.idle_timeout = idle_timeout
+        self.start_wait = start_wait
         self.on_visible = on_visible
         self.key_prefix = key_prefix
         self.stats = RenderStats()
@@ -739,7 +748,7 @@ class StreamRenderer:
         method: str,
         build: Callable[[], tuple[dict[str, Any], Batch | None] | None],
         *,
-        wait: bool = True,
+        max_wait: float | None = None,
     ) -> tuple[Any, Batch | None] | None:
         """One Web API call through the shared buckets; 429s wait and rebuild the payload.
 
@@ -749,7 +758,7 @@ class StreamRenderer:
         fn = getattr(self.slack, method.replace(".", "_"))
         transient = 0
         while True:
-            if not await self._acquire(ticket, method, wait):
+            if not await self._acquire(ticket, method, max_wait):
                 return None
             built = build()
             if built is None:
@@ -765,7 +774,7 @@ class StreamRenderer:
                 retry_after = _retry_after(exc.response)
                 log.info("slack rate limited", extra={"method": method, "retry_after": retry_after})
                 penalised = await self._penalise(ticket, method, retry_after)
-                if not wait:
+                if max_wait == 0:
                     return None
                 if not penalised:
                     await asyncio.sleep(retry_after)
@@ -778,13 +787,11 @@ class StreamRenderer:
                 continue
             return response, batch
 
-    async def _acquire(self, ticket: Ticket, method: str, wait: bool) -> bool:
+    async def _acquire(self, ticket: Ticket, method: str, max_wait: float | None) -> bool:
         if self.buckets is None:
             return True
         try:
-            return await self.buckets.acquire(
-                ticket.team_id, method, ticket.channel_id, max_wait=None if wait else 0
-            )
+            return await self.buckets.acquire(ticket.team_id, method, ticket.channel_id, max_wait=max_wait)
         except RedisError as exc:  # no shared budget for now: Slack's own 429s still pace us
             log.warning("rate-limit buckets unavailable", extra={"error": type(exc).__name__})
             return True
@@ -803,13 +810,17 @@ class StreamRenderer:
     async def _deliver(self, turn: Turn) -> None:
         msg = turn.current
         if msg is None:
-            await (self._start(turn) if turn.streaming else self._post(turn, None))
+            if not turn.streaming or await self._start(turn, self.start_wait) is None:
+                await self._post(turn, None)
         elif msg.mode == STREAM:
             await self._append(turn, msg)
         else:
             await self._update(turn, msg, None)
 
-    async def _start(self, turn: Turn) -> SlackMessage | None:
+    async def _start(self, turn: Turn, max_wait: float | None = None) -> SlackMessage | None:
+        """Open a stream with the pending content. None if no start token came within
+        `max_wait` (streams are Slack's scarcest budget: the caller posts a message instead)."""
+
         def build() -> tuple[dict[str, Any], Batch]:
             batch = self._take(turn, None)
             kwargs = {
@@ -824,13 +835,16 @@ class StreamRenderer:
             return kwargs, batch
 
         try:
-            done = await self._call(turn.ticket, "chat.startStream", build)
+            done = await self._call(turn.ticket, "chat.startStream", build, max_wait=max_wait)
         except SlackApiError as exc:
             error = _error(exc)
             if error in REFUSED_TEAM or error in REFUSED_HERE:
                 await self._refuse(turn, error or "")
                 return await self._post(turn, None)
             raise
+        if done is None:
+            self.stats.congested += 1
+            return None
         response, batch = _sent(done)
         msg = SlackMessage(str(response["ts"]), STREAM, time.monotonic())
         turn.messages.append(msg)
@@ -968,7 +982,7 @@ class StreamRenderer:
 
         turn.status_retry_at = time.monotonic() + max(self.flush_interval, 1.0)
         try:
-            done = await self._call(turn.ticket, "assistant.threads.setStatus", build, wait=False)
+            done = await self._call(turn.ticket, "assistant.threads.setStatus", build, max_wait=0)
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.debug("setStatus failed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
             turn.status_wanted = False
@@ -987,10 +1001,9 @@ class StreamRenderer:
         msg = turn.current
         if msg is None and turn.outbox and any(p.kind == "task" or p.mid for p in turn.outbox):
             if turn.streaming:
-                msg = await self._start(turn)
-            else:
+                msg = await self._start(turn, self.start_wait)
+            if msg is None:
                 await self._post(turn, final)
-                msg = None
                 final = []
         if msg is not None and not msg.closed:
             if msg.mode == STREAM:
@@ -1021,6 +1034,8 @@ class StreamRenderer:
             return out
         if self.feedback and turn.has_text and reason != "terminated":
             out.append(bk.feedback_block(ticket.id))
+        if self.controls is not None:
+            out += self.controls(ticket)
         footer = await self._footer(ticket)
         if footer:
             out.append(bk.context_block(footer))
@@ -1084,7 +1099,7 @@ class StreamRenderer:
     async def _clear_status(self, turn: Turn) -> None:
         try:
             clear = {"channel_id": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts, "status": ""}
-            await self._call(turn.ticket, "assistant.threads.setStatus", _fixed(clear), wait=False)
+            await self._call(turn.ticket, "assistant.threads.setStatus", _fixed(clear), max_wait=0)
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.debug("clearing the status failed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
         turn.status_dirty = False
