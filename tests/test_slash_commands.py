@@ -13,7 +13,7 @@ import pytest
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import InProcessApp
 from app.sandbox.stack import Stack
-from app.slack.commands import parse
+from app.slack.commands import Parsed, parse
 from app.tickets.model import Ticket, TicketState
 
 SUPPORT = "C0001"
@@ -120,8 +120,8 @@ async def test_help_empty_oversized_and_unknown_are_answered_in_the_ack(stack: S
     oversized = (await stack.slack.send_command("/support", "x" * (limit + 1))).json()
     assert oversized["response_type"] == "ephemeral"
     assert f"{limit + 1:,} characters" in oversized["text"] and f"the limit is {limit:,}" in oversized["text"]
-    unknown = (await stack.slack.send_command("/support", "trace #3")).json()
-    assert unknown["text"].startswith("Unknown subcommand `trace`")
+    unknown = (await stack.slack.send_command("/support", "status #3")).json()
+    assert unknown["text"].startswith("Unknown subcommand `status`")
     await asyncio.sleep(0.5)
     assert tickets(app) == [] and bot_roots(stack) == [] and responses(stack) == []
 
@@ -146,6 +146,8 @@ def test_parse() -> None:
     assert parse("", 10).kind == "empty"
     assert parse(" Help ", 10).kind == "help"
     assert parse("status of my order", 100).kind == "question"
-    assert parse("trace #4", 100).kind == "unknown"
+    assert parse("trace #4", 100) == Parsed("trace", "#4")
+    assert parse("status #4", 100).kind == "unknown"
+    assert parse("trace", 100).kind == "unknown"
     assert parse("a" * 11, 10).kind == "too_long"
     assert parse("a" * 10, 10).kind == "question"

@@ -13,6 +13,7 @@ ACTION_STOP = "ticket_stop"
 ACTION_RESOLVE = "ticket_resolve"
 ACTION_REOPEN = "ticket_reopen"
 CONTROL_ACTIONS = (ACTION_STOP, ACTION_RESOLVE, ACTION_REOPEN)
+ACTION_TRACE = "ticket_trace"  # staff only; handled in app.slack.trace
 CONTROLS_BLOCK_ID = "ticket_controls"
 
 # States in which the agent may be working, so Stop means something.
@@ -35,16 +36,17 @@ def _button(action_id: str, label: str, ticket: Ticket, style: str | None = None
 def control_buttons(ticket: Ticket) -> list[dict[str, Any]]:
     """The buttons that make sense for the ticket's state (may be empty)."""
     if ticket.state in CLOSED_STATES:
-        return [_button(ACTION_REOPEN, "Reopen", ticket)]
+        return [_button(ACTION_REOPEN, "Reopen", ticket), _button(ACTION_TRACE, "Trace", ticket)]
     buttons = []
     if ticket.state in STOPPABLE_STATES:
         buttons.append(_button(ACTION_STOP, "Stop", ticket, style="danger"))
     buttons.append(_button(ACTION_RESOLVE, "Resolve", ticket, style="primary"))
+    buttons.append(_button(ACTION_TRACE, "Trace", ticket))
     return buttons
 
 
 def control_blocks(ticket: Ticket) -> list[dict[str, Any]]:
-    """An actions block with Stop / Resolve / Reopen as fits the ticket's state.
+    """An actions block with Stop / Resolve / Reopen as fits the ticket's state, and Trace (staff).
 
     Each button's `value` is the ticket id; the handlers re-read the ticket, so a stale button
     (Stop on a ticket resolved meanwhile) gets an explanation, never a wrong action.

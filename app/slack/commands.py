@@ -58,12 +58,13 @@ SLACK_POST_ERRORS = {
 
 @dataclass(frozen=True)
 class Parsed:
-    kind: str  # question | status | cost | help | empty | too_long | unknown
+    kind: str  # question | status | cost | trace | help | empty | too_long | unknown
     text: str = ""
 
 
 _SUBCOMMANDS = {"status", "cost", "help"}
 _RESERVED = re.compile(r"^(trace|status|cost|help)\s+#?\d+$", re.IGNORECASE)
+_TRACE = re.compile(r"^trace\s+(\S+)$", re.IGNORECASE)
 
 
 def parse(text: str, max_chars: int) -> Parsed:
@@ -73,6 +74,8 @@ def parse(text: str, max_chars: int) -> Parsed:
     word = text.lower()
     if word in _SUBCOMMANDS:
         return Parsed(word)
+    if trace := _TRACE.match(text):
+        return Parsed("trace", trace.group(1))
     if word == "trace" or _RESERVED.match(text):
         return Parsed("unknown", text.split()[0])
     if len(text) > max_chars:
@@ -142,6 +145,10 @@ class SupportCommand:
                 await self.status(command, respond)
             elif parsed.kind == "cost":
                 await self.cost(command, respond)
+            elif parsed.kind == "trace":
+                from app.slack.trace import trace_command
+
+                await trace_command(self.services, command, parsed.text, respond)
         except Exception:
             log.exception("/support failed", extra={"kind": parsed.kind, "channel": command.get("channel_id")})
             await respond(text="Something went wrong handling that command; please try again.",
