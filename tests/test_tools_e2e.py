@@ -176,6 +176,10 @@ async def test_approve_runs_the_call_and_a_non_approver_is_refused(tools_stack: 
     stack, app = tools_stack
     ts, ticket, message = await waiting_for_approval(stack, app)
     assert ticket.session_id
+    # What the agent wants to do, readable: server, tool, the key argument and the arguments.
+    prompt = json.dumps(message["blocks"], ensure_ascii=False)
+    assert "Approval needed" in prompt and "knowledge_base · search docs" in prompt
+    assert '{\\"query\\": \\"refund\\"}' in prompt
     # The requester is not an approver: ephemeral refusal, nothing sent.
     await stack.slack.click(SUPPORT, message["ts"], APPROVE_ACTION_ID, user=BOB)
     refusal = await eventually(lambda: ephemerals_for(stack, BOB))
