@@ -18,6 +18,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "app.bench.stream",
     "app.provision",
     "app.trace.cli",
+    "app.retention",
 )
 
 
