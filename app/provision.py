@@ -107,6 +107,13 @@ def toolset(name: str, server: McpServer) -> dict[str, Any]:
     }
 
 
+def custom_tool_definitions() -> list[dict[str, Any]]:
+    """Our custom tools (`tools/`): the worker answers them with Slack context."""
+    from tools import custom_tools
+
+    return [tool.definition() for tool in custom_tools().values()]
+
+
 def agent_spec(config: AppConfig, env_name: str, *, strict: bool = True) -> dict[str, Any]:
     """The `agents.create` parameters for an environment's agent."""
     servers = config.environments[env_name].mcp_servers
@@ -116,7 +123,7 @@ def agent_spec(config: AppConfig, env_name: str, *, strict: bool = True) -> dict
         "model": config.model_for(env_name),
         "system": config.agent.system,
         "mcp_servers": [{"type": "url", "name": name, "url": url} for name, url in urls.items()],
-        "tools": [toolset(name, servers[name]) for name in urls],
+        "tools": [toolset(name, servers[name]) for name in urls] + custom_tool_definitions(),
         "metadata": {"managed_by": MANAGED_BY, "environment": env_name},
     }
     if config.agent.description:
@@ -153,8 +160,21 @@ def _toolsets(tools: list[Any]) -> dict[str, Any]:
     return out
 
 
+def _custom(tools: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tool in (_dump(x) for x in tools):
+        if tool.get("type") == "custom":
+            schema = tool.get("input_schema") or {}
+            out[tool["name"]] = (
+                tool.get("description") or "",
+                schema.get("properties") or {},
+                sorted(schema.get("required") or []),
+            )
+    return out
+
+
 def _other_tools(tools: list[Any]) -> list[Any]:
-    return [t for t in (_dump(x) for x in tools) if t.get("type") != "mcp_toolset"]
+    return [t for t in (_dump(x) for x in tools) if t.get("type") not in ("mcp_toolset", "custom")]
 
 
 def agent_differences(current: Any, spec: dict[str, Any]) -> list[str]:
@@ -174,7 +194,11 @@ def agent_differences(current: Any, spec: dict[str, Any]) -> list[str]:
     if have != want:
         diffs.append("mcp_servers")
     tools = agent.get("tools") or []
-    if _toolsets(tools) != _toolsets(spec["tools"]) or _other_tools(tools):
+    if (
+        _toolsets(tools) != _toolsets(spec["tools"])
+        or _custom(tools) != _custom(spec["tools"])
+        or _other_tools(tools)
+    ):
         diffs.append("tools")
     metadata = agent.get("metadata") or {}
     if any(metadata.get(k) != v for k, v in spec["metadata"].items()):

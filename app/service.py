@@ -14,6 +14,7 @@ from app.render.stream import StreamRenderer
 from app.runtime import Services
 from app.sessions.budget_hooks import BudgetNotifier, combine_hooks
 from app.sessions.cost_hooks import CostCapture
+from app.sessions.custom_tools import CustomToolRunner
 from app.slack.bolt_app import build_bolt_app
 from app.web import build_web_app
 from app.worker import Worker
@@ -44,7 +45,9 @@ def make_worker(services: Services) -> Worker:
         return StreamRenderer(s.slack, s.redis, footer=costs.footer)
 
     budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)
-    return Worker(services, renderer_factory=renderer, hooks=combine_hooks(costs.hooks(), budget.hooks()))
+    tools = CustomToolRunner(services)
+    hooks = combine_hooks(costs.hooks(), budget.hooks(), tools.hooks())
+    return Worker(services, renderer_factory=renderer, hooks=hooks)
 
 
 async def serve(

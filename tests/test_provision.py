@@ -107,8 +107,9 @@ def test_real_run_then_a_second_run_changes_nothing(stack: Stack, capsys: pytest
         ("knowledge_base", f"{PUBLIC}/mcp/knowledge_base"),
         ("ticket_history", f"{PUBLIC}/mcp/ticket_history"),
     ]
-    toolsets = [t.model_dump(mode="json") for t in internal.tools]
-    assert all(t["type"] == "mcp_toolset" for t in toolsets)
+    tools = [t.model_dump(mode="json") for t in internal.tools]
+    assert sorted(t["name"] for t in tools if t["type"] == "custom") == ["escalate_to_human", "update_ticket"]
+    toolsets = [t for t in tools if t["type"] == "mcp_toolset"]
     # The policy is written out, not left to the API's always_ask default.
     assert {t["mcp_server_name"]: t["default_config"]["permission_policy"]["type"] for t in toolsets} == {
         "knowledge_base": "always_allow", "ticket_history": "always_allow",

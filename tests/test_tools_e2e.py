@@ -63,7 +63,12 @@ def tools_stack(
     text = (ROOT / "support-agent.yml").read_text()
     approvers = "    approvers:\n      users: []\n      usergroups: []\n"
     assert approvers in text
-    text = text.replace(approvers, "    approvers:\n      users: []\n      usergroups: [S0001]\n", 1)
+    text = text.replace(
+        approvers,
+        "    approvers:\n      users: []\n      usergroups: [S0001]\n    triage_channel: C0009\n"
+        "    triage_usergroup: S0001\n",
+        1,
+    )
     config_path.write_text(text)
     with Stack(redis_server.url, data_dir=tmp_path, config_path=config_path) as stack:
         app = InProcessApp(stack.settings(), stack.config)
@@ -254,6 +259,43 @@ async def test_a_non_approver_cannot_deny_and_a_second_press_is_told_who_decided
     again = await eventually(lambda: ephemerals_for(stack, ALICE))
     assert f"already approved by <@{ALICE}>" in again[0]["text"]
     assert len(confirmations(stack, ticket.session_id)) == 1
+
+
+# -- custom tools: update_ticket and escalate_to_human ----------------------------------------
+
+
+async def test_custom_tools_update_the_ticket_and_escalate_to_triage(tools_stack: tuple[Stack, InProcessApp]) -> None:
+    stack, app = tools_stack
+    stack.slack.state.add_channel("C0009", "triage", members=[ALICE], bot_member=True)
+    stack.agents.set_scenario({"rules": [{"match": "(?i)invoice", "steps": [
+        {"custom_tool": "update_ticket", "input": {"priority": "high", "category": "Billing"}},
+        {"custom_tool": "update_ticket", "input": {}},
+        {"custom_tool": "escalate_to_human",
+         "input": {"summary": "Invoice 42 was charged twice.\nNeeds a refund decision.", "urgency": "high"}},
+        {"message": "Done: {last_tool_result}"},
+    ]}]})
+    ts = await stack.slack.user_posts(SUPPORT, "my invoice is wrong @channel", user=BOB)
+    await eventually(lambda: [t for t in bot_texts(stack, ts) if t.startswith("Done:")])
+    ticket = ticket_of(app, ts)
+    assert ticket is not None and ticket.session_id
+    assert ticket.state == TicketState.ESCALATED
+    assert (ticket.priority, ticket.category) == ("high", "billing")
+    results = [
+        e for e in stack.agents.state.received_user_events(ticket.session_id) if e["type"] == "user.custom_tool_result"
+    ]
+    assert [r["is_error"] for r in results] == [False, True, False]
+    assert "priority=high" in results[0]["content"][0]["text"]
+    assert "give at least one of title, priority, category" in results[1]["content"][0]["text"]
+    assert "escalated and the support team was notified" in results[2]["content"][0]["text"]
+    assert any("handed ticket" in t and "A person will follow up" in t for t in bot_texts(stack, ts))
+    triage = [m for m in stack.slack.state.history("C0009") if m.get("bot_id")]
+    assert len(triage) == 1
+    text = triage[0]["text"]
+    assert text.startswith("<!subteam^S0001> :rotating_light: Ticket #1") and "high urgency" in text
+    assert "> Invoice 42 was charged twice.\n> Needs a refund decision." in text
+    assert "@channel" not in text.replace("@\u200bchannel", "")
+    causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
+    assert "escalated by the agent" in causes
 
 
 # -- (c) the canary --------------------------------------------------------------------------
