@@ -27,6 +27,7 @@ from app.sandbox.app_runner import InProcessApp
 from app.sandbox.stack import Stack
 from app.tickets.model import Ticket, TicketState
 from app.trace import record
+from app.trace.build import build_trace
 
 SUPPORT, TEAM = "C0001", "T0001"
 KEY = "whsec_" + base64.b64encode(b"anthropic-webhook-test-key-32by").decode()
@@ -157,6 +158,14 @@ async def test_forged_expired_and_replayed_webhooks_are_refused_and_a_valid_one_
     assert [(w["id"], w["type"], w["action"]) for w in seen] == [("msg_valid", "session.status_idled", "woken")]
     await asyncio.sleep(0.5)
     assert replies(stack, ticket.thread_ts) == ["You asked: why is my invoice late?"]
+    # The trace shows the webhook, then the worker it woke, then the answer being handled.
+    follows = app.run_coroutine(record.follows(app.services.redis, ticket.id))
+    assert [f["reason"] for f in follows] == ["webhook:session.status_idled"]
+    fresh = app.run_coroutine(app.services.store.get(ticket.id))
+    trace = app.run_coroutine(build_trace(app.services.anthropic, app.services.store, fresh, app.services.scrubber))
+    kinds = [e.kind for e in trace.entries]
+    assert kinds.index("agent_message") < kinds.index("webhook") < kinds.index("worker")
+    assert trace.entries[-1].summary == "working → waiting_requester: agent answered"
 
 
 async def test_webhooks_that_need_no_wake_up(stack: Stack) -> None:
