@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 from contextlib import suppress
+from typing import Any
 
 import uvicorn
 
@@ -15,7 +16,9 @@ from app.runtime import Services
 from app.sessions.budget_hooks import BudgetNotifier, combine_hooks
 from app.sessions.cost_hooks import CostCapture
 from app.sessions.custom_tools import CustomToolRunner
+from app.slack.blocks import STOPPABLE_STATES, control_blocks
 from app.slack.bolt_app import build_bolt_app
+from app.tickets.model import Ticket, TicketState
 from app.web import build_web_app
 from app.worker import Worker
 
@@ -38,11 +41,19 @@ async def _until(stop: asyncio.Event, *tasks: asyncio.Task[object]) -> None:
             log.error("role stopped with an error", exc_info=task.exception())
 
 
+def turn_controls(ticket: Ticket) -> list[dict[str, Any]]:
+    """The thread controls under a finished turn's answer. The agent has stopped working, so
+    no Stop (a ❌ reaction stops a running turn); Resolve while open, Reopen once closed."""
+    if ticket.state in STOPPABLE_STATES:
+        ticket = ticket.model_copy(update={"state": TicketState.WAITING_REQUESTER})
+    return control_blocks(ticket)
+
+
 def make_worker(services: Services) -> Worker:
     costs = CostCapture(services.redis, services.anthropic, services.config)
 
     def renderer(s: Services) -> StreamRenderer:
-        return StreamRenderer(s.slack, s.redis, footer=costs.footer)
+        return StreamRenderer(s.slack, s.redis, footer=costs.footer, controls=turn_controls)
 
     budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)
     tools = CustomToolRunner(services)

@@ -45,10 +45,10 @@ def build_bolt_app(services: Services, extra_listeners: list[Registrar] | None =
     bolt.event("app_mention")(on_message_event)
     bolt.event("message")(on_message_event)
 
-    from app.slack import approvals, budget_actions, commands, controls, home, trace
+    from app.slack import approvals, budget_actions, commands, controls, feedback, home, trace
 
     for register in (controls.register, commands.register, approvals.register, budget_actions.register, home.register,
-                     trace.register, *(extra_listeners or [])):
+                     trace.register, feedback.register, *(extra_listeners or [])):
         register(bolt, services)
     _acknowledge_remaining(bolt)
     return bolt
