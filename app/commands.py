@@ -19,6 +19,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "app.provision",
     "app.trace.cli",
     "app.retention",
+    "app.sandbox.cli",
 )
 
 

@@ -26,10 +26,11 @@ from app.runtime import build_services
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_socket(host: str = "127.0.0.1") -> socket.socket:
+def free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening-ready socket bound to `port` (0: any free port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     return sock
 
 
@@ -55,12 +56,14 @@ def wait_healthy(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] 
 class InProcessApp:
     """Web + worker on a background thread with its own event loop."""
 
-    def __init__(self, settings: Settings, config: AppConfig, *, web: bool = True, worker: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, config: AppConfig, *, web: bool = True, worker: bool = True, port: int = 0
+    ) -> None:
         self.settings = settings
         self.config = config
         self.web = web
         self.worker = worker
-        self._sock = free_socket()
+        self._sock = free_socket(port=port)
         self.port = int(self._sock.getsockname()[1])
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,0 +1,140 @@
+"""The scripted demo agent of `support-agent sandbox` (used when there is no ANTHROPIC_API_KEY).
+
+A scenario for the Managed Agents emulator: every turn thinks, searches our real knowledge
+base over MCP (so the tool timeline shows a real call and its result), then streams a canned
+answer and reports usage, so the cost footer has something to show. A few phrases pick other
+turns: past tickets (a tool call that waits for Approve / Deny) and a slow answer (to try Stop).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+USAGE: dict[str, Any] = {
+    "input_tokens": 3200,
+    "output_tokens": 420,
+    "cache_read_input_tokens": 1800,
+    "active_seconds": 7.5,
+}
+
+KB_SEARCH: dict[str, Any] = {
+    "mcp_tool": "search_docs",
+    "server": "knowledge_base",
+    "input": {"query": "{user_text}"},
+    "result": None,  # a real MCP call to the app's knowledge_base server
+}
+
+HELP = (
+    "I'm the sandbox's **scripted demo agent**, so my answers are canned. Try asking about "
+    "**refunds**, **password reset or SSO**, **data export**, **API rate limits** or **invoices**; "
+    "ask me to **check past tickets** to see a tool call wait for *Approve* / *Deny*; or ask for a "
+    "**slow** answer and stop it with ❌. Set `ANTHROPIC_API_KEY` and restart the sandbox to talk "
+    "to the real agent."
+)
+
+ANSWERS: list[tuple[str, str]] = [
+    (
+        r"(?i)refund|cancel",
+        "Annual plans are refunded in full within **30 days** of the first payment or the latest "
+        "renewal; after that we refund the unused whole months, minus a 10% early-termination fee. "
+        "Monthly plans can be cancelled at any time, but partial months are not refunded.\n\n"
+        "Refunds go back to the original payment method: cards within 5 to 10 business days, bank "
+        "transfers within 10.\n\nSource: [Refunds and cancellations](https://help.example.com/billing/refunds)",
+    ),
+    (
+        r"(?i)password|sso|saml|2fa|two-factor|sign.?in|log.?in",
+        "Use **Forgot password?** on the sign-in page: the reset link is valid for 60 minutes and "
+        "works once. Lost your two-factor device? Sign in with a recovery code, or ask a workspace "
+        "owner to reset your 2FA from **Members → ⋯ → Reset two-factor**.\n\n"
+        "Source: [Password reset, two-factor authentication and SSO](https://help.example.com/account/sign-in)",
+    ),
+    (
+        r"(?i)export|csv|parquet|gdpr",
+        "Any dashboard or table exports to CSV or Parquet from **⋯ → Export**; exports over 100,000 "
+        "rows run in the background and email you a link valid for 7 days. A full workspace export "
+        "(**Settings → Data → Full export**) usually finishes within an hour.\n\n"
+        "Source: [Exporting your data](https://docs.example.com/data/export)",
+    ),
+    (
+        r"(?i)rate.?limit|429|api",
+        "The API allows **600 requests per minute per key** on Team plans and 3,000 on Business and "
+        "Enterprise. Over the limit you get `429 Too Many Requests` with a `Retry-After` header: wait "
+        "that many seconds before retrying.\n\n"
+        "Source: [API rate limits and error codes](https://docs.example.com/api/rate-limits)",
+    ),
+    (
+        r"(?i)invoice|vat|receipt|billing|payment",
+        "Workspace owners and billing admins download invoices as PDF from **Settings → Billing → "
+        "Invoices**; the invoice is also the receipt. An issued invoice cannot be edited: we issue "
+        "a credit note and a corrected one.\n\n"
+        "Source: [Invoices, receipts and payment methods](https://help.example.com/billing/invoices)",
+    ),
+]
+
+
+def _answer_turn(answer: str) -> list[dict[str, Any]]:
+    return [
+        {"thinking": {}},
+        {"sleep": 0.8},
+        KB_SEARCH,
+        {"thinking": {}},
+        {"message": answer, "deltas": 14, "delta_delay": 0.15},
+        {"usage": USAGE},
+    ]
+
+
+def demo_scenario() -> dict[str, Any]:
+    """The scenario posted to the Managed Agents emulator (plain JSON)."""
+    rules: list[dict[str, Any]] = [
+        {
+            "match": r"(?i)past tickets?|ticket history|similar tickets?|approv",
+            "steps": [
+                {"thinking": {}},
+                {"sleep": 0.5},
+                {
+                    "mcp_tool": "search_tickets",
+                    "server": "ticket_history",
+                    "input": {"query": "{user_text}"},
+                    "result": None,
+                    "permission": "ask",
+                    "on_deny": [
+                        {"message": "Understood: I won't search past tickets. Ask me anything else.", "deltas": 4},
+                        {"usage": USAGE},
+                    ],
+                },
+                {
+                    "message": "I searched the resolved-ticket history (a tool a human had to approve, since "
+                    "past tickets can hold customer data). What `ticket_history.search_tickets` returned:"
+                    "\n\n```\n{last_tool_result}\n```\n\n(An empty result means no ticket was resolved yet: "
+                    "resolve one with the **Resolve** button and ask again.)",
+                    "deltas": 8,
+                    "delta_delay": 0.15,
+                },
+                {"usage": USAGE},
+            ],
+        },
+        {
+            "match": r"(?i)\bslow\b|\blong\b",
+            "steps": [
+                {"thinking": {}},
+                KB_SEARCH,
+                {"sleep": 2.0},
+                {
+                    "message": "This is a deliberately slow answer, streamed a few words at a time so there "
+                    "is time to stop it: react with ❌ on your question (or press *Stop*) and the agent is "
+                    "interrupted at once; the thread says who stopped it, and a reply continues the "
+                    "same session. " * 3,
+                    "deltas": 60,
+                    "delta_delay": 0.4,
+                },
+                {"usage": USAGE},
+            ],
+        },
+    ]
+    rules += [{"match": pattern, "steps": _answer_turn(answer)} for pattern, answer in ANSWERS]
+    rules.append({
+        "match": None,
+        "steps": _answer_turn("I searched the knowledge base for “{user_text}”, the results are in the "
+                              "timeline above.\n\n" + HELP),
+    })
+    return {"rules": rules}
