@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 from anthropic import AsyncAnthropic
 
 from app.config.model import AppConfig, McpServer
+from app.sessions import bridge
 from app.sessions.resources import environment_config, record_id, recorded_id
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,14 @@ class Provisioner:
         name = spec["name"]
         current = await self._find_agent(name)
         servers = ", ".join(s["name"] for s in spec["mcp_servers"]) or "no MCP servers"
+        bridged_ok = True
+        if bridge.bridged_servers(self.config, env_name):
+            try:
+                spec["tools"] += await bridge.definitions(self.config, env_name, self.environ)
+            except bridge.BridgeError as exc:
+                bridged_ok = False
+                left = "the agent is left as it is" if current is not None else "created without its tools"
+                self._note("agent", name, "error", f"{exc}; {left}")
         if current is None:
             self._note("agent", name, "create", f"{spec['model']}; {servers}")
             if self.dry_run:
@@ -372,6 +381,9 @@ class Provisioner:
             created = await self.client.beta.agents.create(**spec)
             await self._record("agent", name, created.id)
             return created.id
+        if not bridged_ok:
+            await self._record("agent", name, current.id)
+            return str(current.id)
         diffs = agent_differences(current, spec)
         if diffs:
             if self.dry_run:

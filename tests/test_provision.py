@@ -232,3 +232,26 @@ async def test_the_bot_makes_the_agent_and_vault_itself_when_provision_never_ran
     ) == TOKEN_CUSTOMERS
     # What the bot made is what provision would make: nothing left to change.
     assert recorded(stack)["agent:support-agent-customers"] == agent
+
+
+def test_an_unreachable_bridged_server_is_reported_and_changes_nothing_else(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert provision(capsys)[0] == 0
+    write_config(
+        stack.config_path,
+        replace=(
+            "    mcp_servers:\n",
+            "    mcp_servers:\n      onprem:\n        url: http://127.0.0.1:9/mcp\n"
+            "        token_env: MCP_TOKEN_INTERNAL\n        bridged: true\n",
+        ),
+    )
+    code, out = provision(capsys)
+    assert code == 1
+    assert "! agent support-agent-internal: error (the onprem MCP server could not be reached" in out
+    assert "the agent is left as it is" in out
+    assert TOKEN_INTERNAL not in out
+    # Not offered to the cloud, and no credential for it in the vault.
+    agent = api(stack).beta.agents.retrieve(recorded(stack)["agent:support-agent-internal"])
+    assert agent.version == 1 and "onprem" not in [s.name for s in agent.mcp_servers]
+    assert "credential internal/onprem" not in out

@@ -70,20 +70,29 @@ def tools_stack(
         1,
     )
     config_path.write_text(text)
+    servers = "    mcp_servers:\n"
+    assert servers in text
     with Stack(redis_server.url, data_dir=tmp_path, config_path=config_path) as stack:
         app = InProcessApp(stack.settings(), stack.config)
+        # A bridged server (the cloud "cannot reach" it): our knowledge_base again, called by the worker.
+        bridged = (
+            f"      docs_bridge:\n        url: {app.url}/mcp/knowledge_base\n        token_env: MCP_TOKEN_INTERNAL\n"
+            "        bridged: true\n        default_policy: always_ask\n        tools:\n"
+            "          search_docs: always_allow\n"
+        )
+        text = text.replace(servers, servers + bridged, 1)
         config_path.write_text(f"public_base_url: {app.url}\n" + text)
         app.config = stack.config
         for name, value in stack.env().items():
             monkeypatch.setenv(name, value)
+        app.start()
+        stack.apps.append(app)
+        stack.slack.set_app_url(f"{app.url}/slack/events")
         try:
             assert main(["provision"]) == 0
         finally:
             root.handlers[:] = handlers
             root.setLevel(level)
-        app.start()
-        stack.apps.append(app)
-        stack.slack.set_app_url(f"{app.url}/slack/events")
         yield stack, app
 
 
@@ -296,6 +305,50 @@ async def test_custom_tools_update_the_ticket_and_escalate_to_triage(tools_stack
     assert "@channel" not in text.replace("@\u200bchannel", "")
     causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
     assert "escalated by the agent" in causes
+
+
+# -- bridged MCP servers: custom tools the worker runs, same policies and approvals -----------
+
+
+async def test_a_bridged_server_is_called_by_the_worker_under_its_policies(
+    tools_stack: tuple[Stack, InProcessApp],
+) -> None:
+    stack, app = tools_stack
+    agent_id = app.run_coroutine(app.services.redis.hget("sa:provisioned", "agent:support-agent-internal"))
+    agent = app.run_coroutine(app.services.anthropic.beta.agents.retrieve(agent_id))
+    assert "docs_bridge" not in [s.name for s in agent.mcp_servers]
+    custom = {t.name for t in agent.tools if t.type == "custom"}
+    assert {"docs_bridge__search_docs", "docs_bridge__read_doc"} <= custom
+    stack.agents.set_scenario({"rules": [{"match": "(?i)bridge", "steps": [
+        {"custom_tool": "docs_bridge__search_docs", "input": {"query": "refund"}},
+        {"message": "Found: {last_tool_result}"},
+        {"custom_tool": "docs_bridge__read_doc", "input": {"id": "faq/refunds-and-cancellations"}},
+        {"message": "Read: {last_tool_result}"},
+    ]}]})
+    ts = await stack.slack.user_posts(SUPPORT, "bridge: what is the refund policy?", user=BOB)
+    found = await eventually(lambda: [t for t in bot_texts(stack, ts) if t.startswith("Found:")])
+    assert REFUND_URL in found[0]  # search_docs is always_allow: no approval asked
+    message = await eventually(lambda: approval_message(stack, ts))  # read_doc is always_ask
+    assert "docs_bridge · read doc" in json.dumps(message["blocks"], ensure_ascii=False)
+    ticket = await eventually(lambda: (t := ticket_of(app, ts)) and t.state == TicketState.WAITING_APPROVAL and t)
+    assert ticket.session_id
+
+    def results() -> list[dict[str, Any]]:
+        return [e for e in stack.agents.state.received_user_events(ticket.session_id or "")
+                if e["type"] == "user.custom_tool_result"]
+
+    await stack.slack.click(SUPPORT, message["ts"], APPROVE_ACTION_ID, user=BOB)
+    await eventually(lambda: ephemerals_for(stack, BOB))
+    await asyncio.sleep(0.3)
+    assert len(results()) == 1
+    await stack.slack.click(SUPPORT, message["ts"], APPROVE_ACTION_ID, user=ALICE)
+    read = await eventually(lambda: [t for t in bot_texts(stack, ts) if t.startswith("Read:")])
+    assert "Annual plans can be refunded" in read[0]
+    assert [r["is_error"] for r in results()] == [False, False]
+    assert confirmations(stack, ticket.session_id) == []  # custom tools are answered with results
+    assert stack.agents.state.mcp_call_log() == []  # the cloud never called it: the worker did
+    updated = stack.slack.state.message(SUPPORT, message["ts"])
+    assert updated is not None and f"Approved by <@{ALICE}>" in json.dumps(updated["blocks"])
 
 
 # -- (c) the canary --------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 The renderer posts the request with two buttons (`tool_approve`, `tool_deny`; value
 `{"ticket_id", "tool_use_id"}`, see `app.render.blocks`). Pressing one sends the session a
 `user.tool_confirmation` for that tool-use event: `result` allow or deny, with the approver's
-reason as `deny_message`. Deny opens a small modal for an optional reason; if Slack will not
-open it, the call is denied without one.
+reason as `deny_message`. A bridged MCP server's call (a custom tool, `app.sessions.bridge`) is
+run by us on Approve and answered with its result, or with an error carrying the reason on
+Deny. Deny opens a small modal for an optional reason; if Slack will not open it, the call is
+denied without one.
 
 Who may press: the environment's `approvers` (users and user groups), plus Slack staff and
 admins. Nobody else, the requester included: everyone else gets an ephemeral refusal and
@@ -32,6 +34,7 @@ from slack_sdk.errors import SlackApiError
 from app.render.blocks import APPROVE_ACTION_ID, DENY_ACTION_ID, context_block, escape, parse_approval_value
 from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
+from app.sessions.custom_tools import CustomToolRunner
 from app.slack.permissions import is_staff, usergroup_members
 from app.tickets.model import Ticket
 
@@ -63,6 +66,7 @@ class Approvals:
         self.redis = services.redis
         self.slack = services.slack
         self.client = services.anthropic
+        self.runner = CustomToolRunner(services)
 
     # -- who may press -------------------------------------------------------------------
 
@@ -127,7 +131,10 @@ class Approvals:
         if not allow:
             event["deny_message"] = _deny_message(reason)
         try:
-            await self.client.beta.sessions.events.send(ticket.session_id, events=[event])  # type: ignore[list-item]
+            # A bridged MCP call waiting for approval is a custom tool call: we run it ourselves.
+            bridged = await self.runner.resolve(ticket, tool_use_id, allow, event.get("deny_message"))
+            if bridged is None:
+                await self.client.beta.sessions.events.send(ticket.session_id, events=[event])  # type: ignore[list-item]
         except (anthropic.BadRequestError, anthropic.NotFoundError, anthropic.ConflictError) as exc:
             await self.redis.hdel(key, tool_use_id)
             log.info("tool confirmation not accepted", extra={"ticket": ticket.id, "error": type(exc).__name__})
