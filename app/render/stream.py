@@ -410,6 +410,8 @@ class StreamRenderer:
         if turn is not None and not turn.ending.is_set():
             return turn
         turn = Turn(ticket, recipient, streaming, self.max_message_chars)
+        # A status only if nothing shows within a flush interval: the first text often does.
+        turn.status_retry_at = time.monotonic() + self.flush_interval
         turn.tasks.update(self._carry.pop(ticket.id, {}))
         self._turns[ticket.id] = turn
         turn.runner = asyncio.create_task(self._run(turn), name=f"render-{ticket.id}")
@@ -810,12 +812,27 @@ class StreamRenderer:
     async def _deliver(self, turn: Turn) -> None:
         msg = turn.current
         if msg is None:
-            if not turn.streaming or await self._start(turn, self.start_wait) is None:
-                await self._post(turn, None)
+            await self._open_message(turn, None)
         elif msg.mode == STREAM:
             await self._append(turn, msg)
         else:
             await self._update(turn, msg, None)
+
+    async def _open_message(self, turn: Turn, final: list[dict[str, Any]] | None) -> SlackMessage:
+        """A new message for the pending content: a stream if a start comes within
+        `start_wait` (the status shows while waiting), else a posted message. With `final`,
+        a posted message is also the last one (it carries the final blocks)."""
+        if turn.streaming:
+            first_wait = min(self.flush_interval, self.start_wait or 0.0)
+            started = await self._start(turn, first_wait)
+            if started is None:
+                if turn.status_wanted:
+                    await self._status(turn)
+                started = await self._start(turn, self.start_wait)
+            if started is not None:
+                return started
+            self.stats.congested += 1
+        return await self._post(turn, final)
 
     async def _start(self, turn: Turn, max_wait: float | None = None) -> SlackMessage | None:
         """Open a stream with the pending content. None if no start token came within
@@ -843,7 +860,6 @@ class StreamRenderer:
                 return await self._post(turn, None)
             raise
         if done is None:
-            self.stats.congested += 1
             return None
         response, batch = _sent(done)
         msg = SlackMessage(str(response["ts"]), STREAM, time.monotonic())
@@ -1000,12 +1016,10 @@ class StreamRenderer:
         final = await self._final_blocks(turn)
         msg = turn.current
         if msg is None and turn.outbox and any(p.kind == "task" or p.mid for p in turn.outbox):
-            if turn.streaming:
-                msg = await self._start(turn, self.start_wait)
-            if msg is None:
-                await self._post(turn, final)
-                final = []
-        if msg is not None and not msg.closed:
+            msg = await self._open_message(turn, final)
+        if msg is not None and msg.final_blocks is not None:
+            pass  # posted together with the final blocks
+        elif msg is not None and not msg.closed:
             if msg.mode == STREAM:
                 await self._stop(turn, msg, final)
             else:
