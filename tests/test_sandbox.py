@@ -193,21 +193,30 @@ def test_sandbox_page_api_slash_commands_reactions_and_approvals(sandbox: Sandbo
                        timeout=10).status_code == 404
 
 
-def test_real_agent_mode_emulates_only_slack_and_leaves_mcp_off_the_cloud_agent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("bridge", [False, True], ids=["no-bridge", "bridge"])
+def test_real_agent_mode_emulates_only_slack_and_keeps_mcp_off_the_cloud_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bridge: bool
 ) -> None:
     """With ANTHROPIC_API_KEY the sandbox talks to the configured API (here an emulator standing in
-    for the real one, so no test touches the internet), and says MCP tools are unavailable."""
+    for the real one, so no test touches the internet). The cloud cannot reach our MCP servers on
+    127.0.0.1: they are bridged when the build can, else the page says MCP tools are unavailable."""
     for var in ("MCP_TOKEN_INTERNAL", "MCP_TOKEN_CUSTOMERS"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("app.sandbox.local_sandbox.bridge_available", lambda: bridge)
     with AgentsEmulator(api_key="sk-ant-real-looking") as cloud:
         cloud.set_scenario({"rules": [{"match": None, "steps": [{"message": "Hello from the cloud"}]}]})
         settings = Settings(_env_file=None, anthropic_api_key=SecretStr("sk-ant-real-looking"),  # type: ignore[call-arg]
                             anthropic_base_url=cloud.url, config_path=ROOT / "support-agent.yml",
                             slack_app_token=SecretStr("xapp-should-be-ignored"))
         with LocalSandbox(settings, data_dir=tmp_path / "sb") as sandbox:
-            assert sandbox.info is not None and sandbox.info.mode == "real"
-            assert not sandbox.info.mcp_available and "MCP tools are unavailable" in sandbox.info.mcp_note
+            assert sandbox.info is not None and sandbox.info.mode == "real" and sandbox.app is not None
+            assert sandbox.info.mcp_available is bridge
+            assert ("bridged" in sandbox.info.mcp_note) is bridge
+            assert ("MCP tools are unavailable" in sandbox.info.mcp_note) is not bridge
+            config = sandbox.app.config
+            assert config.public_base_url is None
+            kb = config.environments["internal"].mcp_servers["knowledge_base"]
+            assert kb.bridged and kb.url == f"{sandbox.app.url}/mcp/knowledge_base"
             info = httpx2.get(f"{sandbox.url}/api/info", timeout=10).json()
             assert info["mode"] == "real" and "real" in info["agent_note"]
             ts = httpx2.post(f"{sandbox.url}/api/post", json={"text": "@support-agent hi", "user": ALICE},
@@ -224,18 +233,21 @@ def test_real_agent_mode_emulates_only_slack_and_leaves_mcp_off_the_cloud_agent(
             assert sandbox.stack is not None and sandbox.stack.agents.state.sessions_snapshot() == []
 
 
-def test_sandbox_config_suffixes_names_sets_the_public_url_and_bridges_when_unreachable() -> None:
+def test_sandbox_config_suffixes_names_sets_the_public_url_or_bridges() -> None:
     source = ROOT / "support-agent.yml"
-    demo = parse_config(sandbox_config(source, public_base_url="http://127.0.0.1:4000", bridge_builtin=False,
+    demo = parse_config(sandbox_config(source, public_base_url="http://127.0.0.1:4000", bridge_to=None,
                                        staff=[ALICE]))
     assert demo.agent.name == "support-agent-sandbox"
     assert demo.public_base_url == "http://127.0.0.1:4000"
     assert demo.environments["internal"].managed_environment.name == "support-internal-sandbox"
     assert ALICE in demo.slack.staff.users
-    assert not any(s.bridged for e in demo.environments.values() for s in e.mcp_servers.values())
-    real = parse_config(sandbox_config(source, public_base_url=None, bridge_builtin=True, staff=[ALICE]))
+    assert not any(s.bridged or s.url for e in demo.environments.values() for s in e.mcp_servers.values())
+    real = parse_config(sandbox_config(source, public_base_url=None, bridge_to="http://127.0.0.1:4001/",
+                                       staff=[ALICE]))
     assert real.public_base_url is None
-    assert all(s.bridged for e in real.environments.values() for s in e.mcp_servers.values())
+    for env in real.environments.values():
+        for name, server in env.mcp_servers.items():
+            assert server.bridged and server.url == f"http://127.0.0.1:4001/mcp/{name}"
     # Everything else is the project's own config.
     original = yaml.safe_load(source.read_text())
     assert real.agent.system == original["agent"]["system"]

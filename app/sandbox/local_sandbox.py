@@ -10,8 +10,9 @@ Two modes:
   (`demo.py`); its MCP calls reach the real knowledge_base / ticket_history servers here.
 - **real** (`ANTHROPIC_API_KEY` set): the real Managed Agents API; only Slack is emulated. The
   cloud cannot reach MCP servers on 127.0.0.1, so unless `public_url` says where a tunnel
-  exposes the app, our servers are marked `bridged` (left off the cloud agent) and the page says
-  MCP tools are unavailable in this mode.
+  exposes the app, our servers are marked `bridged` with their local URL: the worker calls them
+  for the agent when this build has the bridge (`app.sessions.bridge`); without it they are
+  left off the cloud agent and the page says MCP tools are unavailable in this mode.
 
 The sandbox is disposable: its Redis is wiped at start (the emulated workspace and agents live
 in memory, so nothing kept from an earlier run would still match them), and its agent and
@@ -21,6 +22,7 @@ production's.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from app.config.settings import Settings
 from app.observability.logs import configure_logging
 from app.redis_conn import EmbeddedRedis
 from app.runtime import make_scrubber
-from app.sandbox.app_runner import InProcessApp
+from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.demo import demo_scenario
 from app.sandbox.server import ServerThread
 from app.sandbox.stack import Stack
@@ -66,13 +68,20 @@ class SandboxInfo:
         return dict(self.__dict__)
 
 
+def bridge_available() -> bool:
+    """Whether this build can bridge MCP servers the cloud cannot reach (the worker calls them)."""
+    return importlib.util.find_spec("app.sessions.bridge") is not None
+
+
 def sandbox_config(
-    source: Path, *, public_base_url: str | None, bridge_builtin: bool, staff: list[str]
+    source: Path, *, public_base_url: str | None, bridge_to: str | None, staff: list[str]
 ) -> str:
     """The sandbox's copy of the agent config (YAML text).
 
-    Names get the sandbox suffix; `public_base_url` is where our MCP servers are reached (the app
-    itself in demo mode); with `bridge_builtin` our own servers are left off the cloud agent."""
+    Names get the sandbox suffix; `public_base_url` is where the cloud reaches our MCP servers
+    (the app itself in demo mode, a tunnel with the real agent); with `bridge_to` (the app's
+    local URL) our own servers are bridged instead: left off the cloud agent, called by the
+    worker at `<bridge_to>/mcp/<name>`."""
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     agent = data.setdefault("agent", {})
     agent["name"] = f"{agent.get('name', 'support-agent')}{SANDBOX_SUFFIX}"
@@ -80,10 +89,11 @@ def sandbox_config(
         managed = env.get("managed_environment") or {}
         if managed.get("name") and not managed.get("id"):
             managed["name"] = f"{managed['name']}{SANDBOX_SUFFIX}"
-        if bridge_builtin:
-            for server in (env.get("mcp_servers") or {}).values():
+        if bridge_to:
+            for name, server in (env.get("mcp_servers") or {}).items():
                 if server.get("builtin") and not server.get("url"):
                     server["bridged"] = True
+                    server["url"] = f"{bridge_to.rstrip('/')}/mcp/{name}"
     slack = data.setdefault("slack", {})
     people = slack.setdefault("staff", {})
     people["users"] = list(dict.fromkeys([*(people.get("users") or []), *staff]))
@@ -133,8 +143,13 @@ class LocalSandbox:
         return self.ui.url
 
     @property
+    def bridged(self) -> bool:
+        """Real agent, no tunnel: our MCP servers are bridged (reached by the worker, not the cloud)."""
+        return self.real_agent and self.public_url is None
+
+    @property
     def mcp_available(self) -> bool:
-        return not self.real_agent or self.public_url is not None
+        return not self.bridged or bridge_available()
 
     def start(self) -> LocalSandbox:
         try:
@@ -161,12 +176,14 @@ class LocalSandbox:
         if not self.real_agent:
             self.stack.agents.set_scenario(demo_scenario())
         source = self.settings.config_path
+        if not source.is_file():  # started outside a checkout: the project's own config
+            source = ROOT / "support-agent.yml"
         # A first config without the app's URL: the app's port is only known once it exists.
         config_path.write_text(self._config_text(source, None), encoding="utf-8")
         settings = self.stack.settings(**self._overrides())
         self._configure_logging(settings)
         self.app = InProcessApp(settings, self.stack.config, port=self.app_port)
-        config_path.write_text(self._config_text(source, self.public_url or self.app.url), encoding="utf-8")
+        config_path.write_text(self._config_text(source, self.app.url), encoding="utf-8")
         self.app.config = self.stack.config
         self.app.start()
         self.stack.apps.append(self.app)
@@ -175,11 +192,11 @@ class LocalSandbox:
         self.ui = ServerThread(build_web_ui(self.stack.slack, self.info), port=self.port).start()
         log.info("sandbox started", extra={"url": self.ui.url, "mode": self.info.mode, "app_url": self.app.url})
 
-    def _config_text(self, source: Path, public_base_url: str | None) -> str:
+    def _config_text(self, source: Path, app_url: str | None) -> str:
         return sandbox_config(
             source,
-            public_base_url=public_base_url if self.mcp_available else None,
-            bridge_builtin=not self.mcp_available,
+            public_base_url=None if self.bridged else self.public_url or app_url,
+            bridge_to=app_url if self.bridged else None,
             staff=[STAFF_USER],
         )
 
@@ -223,6 +240,11 @@ class LocalSandbox:
             mcp_note = f"MCP servers: knowledge_base and ticket_history, served by the app at {self.app.url}/mcp/."
         elif self.public_url:
             mcp_note = f"MCP servers are reached by the cloud at {self.public_url}/mcp/ (your tunnel to this app)."
+        elif self.mcp_available:
+            mcp_note = (
+                "MCP servers are bridged: the cloud cannot reach 127.0.0.1, so the worker calls "
+                f"knowledge_base and ticket_history at {self.app.url}/mcp/ for the agent."
+            )
         else:
             mcp_note = (
                 "MCP tools are unavailable in this mode: the cloud cannot reach MCP servers on 127.0.0.1 and "
