@@ -341,7 +341,8 @@ async def test_status_shows_while_thinking_and_is_gone_after(slack: SlackEmulato
         if slack.state.status("C0001", ticket.thread_ts):
             break
         await asyncio.sleep(0.02)
-    assert slack.state.status("C0001", ticket.thread_ts)["status"] == "is working on it…"
+    status = slack.state.status("C0001", ticket.thread_ts)
+    assert status is not None and status["status"] == "is working on it…"
     assert not slack.state.calls("chat.startStream")
     await renderer.event(ticket, message("m1", "Found it."), replay=False)
     await renderer.turn_ended(ticket, "end_turn")
