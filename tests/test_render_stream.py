@@ -542,3 +542,28 @@ async def test_when_stream_starts_run_short_a_turn_posts_instead(
         assert shown(slack, ticket) == "\n\n".join(turn.messages)
         assert "context_actions" in block_types(bot_messages(slack, ticket)[-1])
     await renderer.aclose()
+
+
+async def test_a_payload_slack_keeps_refusing_is_dropped_and_the_turn_goes_on(
+    slack: SlackEmulator, make: Any
+) -> None:
+    renderer = make()
+    ticket = await new_ticket(slack)
+    await renderer.event(ticket, event("session.status_running", id="r"), replay=False)
+    await renderer.event(ticket, message("m1", "Shown first."), replay=False)
+    for _ in range(100):
+        if bot_messages(slack, ticket):
+            break
+        await asyncio.sleep(0.02)
+    slack.state.fail_next("chat.appendStream", "invalid_chunks", count=3)
+    await renderer.event(ticket, message("m2", "Refused three times."), replay=False)
+    for _ in range(250):
+        if renderer.stats.dropped_chars:
+            break
+        await asyncio.sleep(0.02)
+    await renderer.event(ticket, message("m3", "Shown after."), replay=False)
+    await renderer.turn_ended(ticket, "end_turn")
+    assert renderer.stats.dropped_chars > 0
+    out = shown(slack, ticket)
+    assert out.startswith("Shown first.") and out.endswith("Shown after.")
+    assert bot_messages(slack, ticket)[-1]["stream"]["state"] == "stopped"

@@ -639,8 +639,9 @@ class StreamRenderer:
         turn.failures = 0
         msg = turn.current
         batch = self._take(turn, msg)
-        dropped = len(batch.text)
-        turn.outbox[: max(batch.consumed, 1)] = []
+        consumed = max(batch.consumed, 1)
+        dropped = sum(len(p.text) for p in turn.outbox[:consumed])
+        turn.outbox[:consumed] = []
         self.stats.dropped_chars += dropped
         log.error("dropped turn output", extra={"ticket": turn.ticket.id, "error": error, "chars": dropped})
         if msg is not None:
