@@ -61,6 +61,9 @@ class Worker:
             for task in list(self.followers.values()):
                 task.cancel()
             await asyncio.gather(reaper, *self.followers.values(), return_exceptions=True)
+            aclose = getattr(self.renderer, "aclose", None)
+            if aclose is not None:
+                await aclose()  # stop open Slack streams rather than leave them to expire
 
     def stop(self) -> None:
         self._stopping.set()
