@@ -255,3 +255,15 @@ def test_an_unreachable_bridged_server_is_reported_and_changes_nothing_else(
     agent = api(stack).beta.agents.retrieve(recorded(stack)["agent:support-agent-internal"])
     assert agent.version == 1 and "onprem" not in [s.name for s in agent.mcp_servers]
     assert "credential internal/onprem" not in out
+
+
+def test_the_config_says_where_a_server_is_missing_its_url() -> None:
+    from app.config.model import parse_config
+    from app.config.yaml_lines import ConfigError
+
+    text = (ROOT / "support-agent.yml").read_text().replace(
+        "    mcp_servers:\n", "    mcp_servers:\n      onprem:\n        bridged: true\n", 1
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert "environments.internal.mcp_servers.onprem" in str(err.value) and "needs the `url`" in str(err.value)

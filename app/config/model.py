@@ -108,6 +108,14 @@ class McpServer(Strict):
     tools: dict[str, PermissionPolicy] = Field(default_factory=dict)
     bridged: bool = Field(default=False, description="Cloud cannot reach it: the worker calls it")
 
+    @model_validator(mode="after")
+    def _reachable(self) -> McpServer:
+        if self.bridged and not self.url:
+            raise ValueError("a bridged MCP server needs the `url` the worker calls it at")
+        if not self.url and not self.builtin:
+            raise ValueError("give the MCP server a `url`, or `builtin: true` for one of ours")
+        return self
+
 
 class Approvers(Strict):
     users: list[str] = Field(default_factory=list)
