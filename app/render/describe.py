@@ -111,7 +111,12 @@ def tool_title(event: Any) -> str:
 
 def result_output(event: Any) -> str:
     """A one-line summary of a tool result's content."""
-    for block in getattr(event, "content", None) or []:
+    blocks = list(getattr(event, "content", None) or [])
+    texts = [str(getattr(b, "text", "") or "") for b in blocks if getattr(b, "type", None) == "text"]
+    summary = json_summary(texts) if texts and len(texts) == len(blocks) else None
+    if summary:
+        return neutralise_mentions(truncate(summary, OUTPUT_LIMIT))
+    for block in blocks:
         btype = getattr(block, "type", None)
         if btype == "text":
             text = str(getattr(block, "text", "") or "")
@@ -121,6 +126,35 @@ def result_output(event: Any) -> str:
         elif btype in ("image", "document", "search_result"):
             return f"[{btype.replace('_', ' ')}]"
     return "failed" if getattr(event, "is_error", False) else "done"
+
+
+def json_summary(texts: list[str]) -> str | None:
+    """Structured results (MCP tools answer JSON: one object per text block, or several in one) in words:
+    "2 results: <title>; <title>", or the one object on a line. None when any text is not JSON."""
+    items: list[Any] = []
+    decoder = json.JSONDecoder()
+    for text in texts:
+        rest = text.strip()
+        if not rest.startswith(("{", "[")):
+            return None
+        while rest:  # one value, or several one after another (one per line, say)
+            try:
+                value, end = decoder.raw_decode(rest)
+            except ValueError:
+                return None
+            items.extend(value if isinstance(value, list) else [value])
+            rest = rest[end:].lstrip()
+    if not items:
+        return "no results"
+    labels = [
+        str(label)
+        for item in items
+        if isinstance(item, dict) and (label := item.get("title") or item.get("name") or item.get("ticket_ref"))
+    ]
+    if len(items) == 1 and not labels:
+        return json.dumps(items[0], ensure_ascii=False, separators=(", ", ": "))
+    count = f"{len(items)} result{'s' if len(items) != 1 else ''}"
+    return f"{count}: {'; '.join(labels)}" if labels else count
 
 
 def input_preview(args: Any, limit: int = 600) -> str:
