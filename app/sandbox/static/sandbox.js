@@ -13,7 +13,8 @@ const EMOJI = {
   information_source: "ℹ️", mag: "🔍", memo: "📝", lock: "🔒", bust_in_silhouette: "👤", books: "📚",
   white_circle: "⚪", large_green_circle: "🟢", red_circle: "🔴", repeat: "🔁", bulb: "💡", link: "🔗",
 };
-const TASK_ICON = { pending: "⏳", in_progress: "🔄", complete: "✅", error: "❌" };
+// Plain glyphs for the page's own chrome: they render without an emoji font.
+const TASK_ICON = { pending: "○", in_progress: "◐", complete: "✓", error: "✗" };
 
 const ui = {
   info: null,
@@ -246,7 +247,7 @@ function avatar(userId, isBot) {
   const div = document.createElement("div");
   div.className = `avatar${isBot ? " bot" : ""}`;
   const name = userName(userId);
-  div.textContent = isBot ? "🤖" : (name[0] || "?").toUpperCase();
+  div.textContent = isBot ? "SA" : (name[0] || "?").toUpperCase();
   if (!isBot) {
     let h = 0;
     for (const c of userId) h = (h * 31 + c.charCodeAt(0)) % 360;
@@ -348,8 +349,8 @@ function messageNode(msg, opts) {
     const react = document.createElement("button");
     react.type = "button";
     react.className = "react-x";
-    react.title = "React with ❌ (stops the agent on a ticket)";
-    react.textContent = "❌";
+    react.title = "React with :x: (❌ stops the agent working on this ticket)";
+    react.textContent = "✕ React :x:";
     react.addEventListener("click", () => addReaction(msg.ts, "x"));
     hover.append(react);
     if (opts.inChannel) {

@@ -1,0 +1,109 @@
+"""The sandbox page in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright.
+
+Open the page, mention the bot, watch the answer stream in with its tool timeline and cost
+footer, press a feedback button, reply in the thread, press Resolve; the screenshot lands in
+`test-artifacts/sandbox.png`. Skips when /usr/bin/chromium or the `playwright` package is missing
+(`.ci/run` installs Chromium when it can); Playwright never downloads a browser here.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.config.settings import Settings
+from app.sandbox.app_runner import ROOT
+from app.sandbox.local_sandbox import LocalSandbox
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "test-artifacts" / "sandbox.png"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSandbox]:
+    for var in ("MCP_TOKEN_INTERNAL", "MCP_TOKEN_CUSTOMERS"):
+        monkeypatch.setenv(var, "")  # the sandbox mints its own; restored afterwards
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    settings = Settings(_env_file=None, config_path=ROOT / "support-agent.yml")  # type: ignore[call-arg]
+    running = LocalSandbox(settings, data_dir=tmp_path / "sandbox", real_agent=False)
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture
+def page(sandbox: LocalSandbox) -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+
+def test_mention_stream_timeline_reply_and_resolve_in_the_browser(sandbox: LocalSandbox, page: Any) -> None:
+    expect = sync_api.expect
+    page.goto(sandbox.url)
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.locator("#banner")).to_contain_text("demo agent")
+    expect(page.locator("#banner")).to_contain_text("No ANTHROPIC_API_KEY")
+    expect(page.locator("#channel-title")).to_have_text("# support")
+
+    # Mention the bot: the thread opens and the answer streams in.
+    page.fill("#channel-input", "@support-agent how do refunds work?")
+    page.press("#channel-input", "Enter")
+    thread = page.locator("#thread-pane")
+    expect(thread).to_be_visible()
+    expect(thread.locator(".msg.from-user").first).to_contain_text("@support-agent how do refunds work?")
+    thread.locator(".stream-text[data-state='streaming']").first.wait_for()
+    answer = thread.locator(".stream-text[data-state='stopped']").first
+    expect(answer).to_contain_text("30 days", timeout=TIMEOUT_MS)
+    # The tool timeline: a real MCP call to the knowledge base, complete.
+    task = thread.locator(".task[data-status='complete']").first
+    expect(task).to_contain_text("knowledge_base")
+    # Feedback, the cost footer, and Resolve under the answer.
+    expect(thread.locator(".block.context").last).to_contain_text("$")
+    thread.locator("button[data-action-id='feedback']").first.click()
+    expect(thread.locator(".msg.ephemeral")).to_contain_text("Thanks for the feedback")
+    # The channel shows the thread's replies.
+    expect(page.locator("#channel-messages .replies a")).to_contain_text("repl")
+
+    # Reply in the thread: the same ticket continues.
+    page.fill("#thread-input", "and where do I find my invoices?")
+    page.press("#thread-input", "Enter")
+    second = thread.locator(".stream-text[data-state='stopped']").nth(1)
+    expect(second).to_contain_text("Invoices", timeout=TIMEOUT_MS)
+
+    # Resolve: the bot posts the summary with Reopen.
+    thread.locator("button[data-action-id='ticket_resolve']").last.click()
+    reopen = thread.locator("button[data-action-id='ticket_reopen']")
+    expect(reopen.first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(thread.locator(".msg.from-bot").last).to_contain_text("resolved")
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000
+    shutil.copy(SCREENSHOT, sandbox.data_dir / "sandbox.png")  # next to the run's log, for debugging
