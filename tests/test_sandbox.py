@@ -4,6 +4,7 @@ against an emulated "real" API, the sandbox's config, and `scripts/run`'s choice
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -201,7 +202,10 @@ def test_real_agent_mode_emulates_only_slack_and_keeps_mcp_off_the_cloud_agent(
     for the real one, so no test touches the internet). The cloud cannot reach our MCP servers on
     127.0.0.1: they are bridged when the build can, else the page says MCP tools are unavailable."""
     for var in ("MCP_TOKEN_INTERNAL", "MCP_TOKEN_CUSTOMERS"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # the sandbox mints its own; restored afterwards
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     monkeypatch.setattr("app.sandbox.local_sandbox.bridge_available", lambda: bridge)
     with AgentsEmulator(api_key="sk-ant-real-looking") as cloud:
         cloud.set_scenario({"rules": [{"match": None, "steps": [{"message": "Hello from the cloud"}]}]})
