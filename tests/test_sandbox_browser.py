@@ -107,3 +107,24 @@ def test_mention_stream_timeline_reply_and_resolve_in_the_browser(sandbox: Local
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
     shutil.copy(SCREENSHOT, sandbox.data_dir / "sandbox.png")  # next to the run's log, for debugging
+
+
+def test_deny_a_tool_call_with_a_reason_in_the_modal(sandbox: LocalSandbox, page: Any) -> None:
+    expect = sync_api.expect
+    page.goto(sandbox.url)
+    page.wait_for_selector("body[data-ready='1']")
+    page.fill("#channel-input", "@support-agent please check past tickets about SSO")
+    page.press("#channel-input", "Enter")
+    thread = page.locator("#thread-pane")
+    expect(thread).to_contain_text("Approval needed", timeout=TIMEOUT_MS)
+    expect(thread.locator("button[data-action-id='tool_approve']")).to_be_visible()
+    thread.locator("button[data-action-id='tool_deny']").click()
+    modal = page.locator("#modal .modal")
+    expect(modal).to_contain_text("Deny tool call")
+    modal.locator("textarea").fill("no customer data today")
+    modal.locator("button.submit").click()
+    expect(page.locator("#modal")).to_be_hidden()
+    expect(thread).to_contain_text("no customer data today", timeout=TIMEOUT_MS)
+    expect(thread.locator(".stream-text[data-state='stopped']").last).to_contain_text(
+        "I won't search past tickets", timeout=TIMEOUT_MS)
+    expect(thread.locator("button[data-action-id='tool_approve']")).to_have_count(0)
