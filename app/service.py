@@ -18,6 +18,7 @@ from app.sessions.cost_hooks import CostCapture
 from app.sessions.custom_tools import CustomToolRunner
 from app.slack.blocks import STOPPABLE_STATES, control_blocks
 from app.slack.bolt_app import build_bolt_app
+from app.tickets.channel_loss import ChannelLoss
 from app.tickets.model import Ticket, TicketState
 from app.web import build_web_app
 from app.worker import Worker
@@ -52,8 +53,12 @@ def turn_controls(ticket: Ticket) -> list[dict[str, Any]]:
 def make_worker(services: Services) -> Worker:
     costs = CostCapture(services.redis, services.anthropic, services.config)
 
+    loss = ChannelLoss(services.store, services.anthropic)
+
     def renderer(s: Services) -> StreamRenderer:
-        return StreamRenderer(s.slack, s.redis, footer=costs.footer, controls=turn_controls)
+        return StreamRenderer(
+            s.slack, s.redis, footer=costs.footer, controls=turn_controls, on_fatal=loss.on_render_failure
+        )
 
     budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)
     tools = CustomToolRunner(services)

@@ -166,3 +166,35 @@ async def test_agent_failures_leave_a_ticket_state_and_words_in_the_thread(stack
 def _state_is(app, ts: str, state: str):  # type: ignore[no-untyped-def]
     ticket = app.run_coroutine(app.services.store.by_thread("T0001", SUPPORT, ts))
     return ticket if ticket is not None and ticket.state == state else None
+
+
+async def test_channel_archived_mid_turn_fails_the_ticket_and_stops_the_agent(stack: Stack) -> None:
+    stack.agents.set_scenario({"rules": [{"match": None, "steps": [
+        {"message": "working on it"}, {"sleep": 1.5}, {"message": "done"}, {"sleep": 30.0},
+    ]}]})
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "archive me")
+    await eventually(lambda: "working on it" in bot_text(stack, ts), timeout=20)
+    stack.slack.state.archive(SUPPORT)  # Slack now answers is_archived to every post
+    ticket = await eventually(lambda: _state_is(app, ts, "failed"), timeout=20)
+    causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
+    assert "slack: is_archived" in causes
+    session = only_session(stack)
+    await eventually(
+        lambda: any(e["type"] == "user.interrupt" for e in stack.agents.state.received_user_events(session)),
+        timeout=10,
+    )
+
+
+async def test_bot_removed_from_the_channel_fails_its_open_tickets(stack: Stack) -> None:
+    stack.agents.set_scenario({"rules": [{"match": None, "steps": [{"message": "hi"}, {"sleep": 30.0}]}]})
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "still there?")
+    await eventually(lambda: "hi" in bot_text(stack, ts), timeout=20)
+    delivery = await stack.slack.send_event(
+        {"type": "member_left_channel", "user": "UBOT", "channel": SUPPORT, "channel_type": "C", "team": "T0001"}
+    )
+    assert delivery.status == 200
+    ticket = await eventually(lambda: _state_is(app, ts, "failed"), timeout=10)
+    causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
+    assert "bot removed from the channel" in causes

@@ -254,6 +254,7 @@ class StreamRenderer:
         start_wait: float | None = 10.0,
         idle_timeout: float = 1800.0,
         on_visible: Observer | None = None,
+        on_fatal: Callable[[Ticket, str], Awaitable[None]] | None = None,
         key_prefix: str = "render",
     ) -> None:
         self.slack = slack
@@ -274,6 +275,7 @@ class StreamRenderer:
         self.idle_timeout = idle_timeout
         self.start_wait = start_wait
         self.on_visible = on_visible
+        self.on_fatal = on_fatal
         self.key_prefix = key_prefix
         self.stats = RenderStats()
         self._turns: dict[str, Turn] = {}
@@ -621,6 +623,11 @@ class StreamRenderer:
         error = _error(exc)
         if error in FATAL:
             log.error("cannot show the turn in Slack", extra={"ticket": turn.ticket.id, "error": error})
+            if self.on_fatal is not None and not turn.dead:
+                try:
+                    await self.on_fatal(turn.ticket, str(error))
+                except Exception:
+                    log.exception("recording the Slack failure failed", extra={"ticket": turn.ticket.id})
             turn.dead = True
             turn.outbox.clear()
             turn.finished = turn.ending.is_set()

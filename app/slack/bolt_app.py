@@ -45,10 +45,29 @@ def build_bolt_app(services: Services, extra_listeners: list[Registrar] | None =
     bolt.event("app_mention")(on_message_event)
     bolt.event("message")(on_message_event)
 
-    from app.slack import approvals, budget_actions, commands, controls, feedback, home, trace
+    from app.slack import (
+        approvals,
+        budget_actions,
+        channel_events,
+        commands,
+        controls,
+        feedback,
+        home,
+        trace,
+    )
 
-    for register in (controls.register, commands.register, approvals.register, budget_actions.register, home.register,
-                     trace.register, feedback.register, *(extra_listeners or [])):
+    registrars = (
+        controls.register,
+        commands.register,
+        approvals.register,
+        budget_actions.register,
+        home.register,
+        trace.register,
+        feedback.register,
+        channel_events.register,
+        *(extra_listeners or []),
+    )
+    for register in registrars:
         register(bolt, services)
     _acknowledge_remaining(bolt)
     return bolt
