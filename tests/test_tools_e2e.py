@@ -413,3 +413,30 @@ async def test_the_mcp_token_never_leaves_the_vault(tools_stack: tuple[Stack, In
     # Our own code never formats it into a message (only the test's deliberate error above).
     ours = [r for r in raw if r.name.startswith(("app.", "mcp_servers")) and r.name != "app.provision"]
     assert ours and not [r for r in ours if CANARY in r.getMessage()]
+
+
+async def test_stream_drop_after_the_confirmation_request_strands_nothing(
+    tools_stack: tuple[Stack, InProcessApp],
+) -> None:
+    """The stream dies right after the agent asks for approval: catch-up still shows the request,
+    the approval resumes the turn, and the answer appears once."""
+    stack, app = tools_stack
+    stack.agents.set_scenario({"rules": [{"match": "(?i)refund", "steps": [
+        {"drop_stream": {"mode": "abort"}},
+        {**SEARCH, "permission": "ask"},
+        {"drop_stream": {"mode": "close"}},
+        {"message": "From the knowledge base: {last_tool_result}"},
+    ]}]})
+    ts = await stack.slack.user_posts(SUPPORT, "refund after a drop?", user=BOB)
+    message = await eventually(lambda: approval_message(stack, ts), timeout=20)
+    # The session now waits on the approval; the follower's stream dies while it waits.
+    assert stack.agents.drop_streams(mode="abort") >= 1
+    await asyncio.sleep(0.5)
+    await stack.slack.click(SUPPORT, message["ts"], APPROVE_ACTION_ID, user=ALICE)
+    await eventually(lambda: [t for t in bot_texts(stack, ts) if "From the knowledge base" in t], timeout=20)
+    await asyncio.sleep(1.0)
+    answers = [t for t in bot_texts(stack, ts) if "From the knowledge base" in t]
+    assert len(answers) == 1 and answers[0].count("From the knowledge base") == 1
+    ticket = ticket_of(app, ts)
+    assert ticket is not None and ticket.session_id
+    assert len(confirmations(stack, ticket.session_id)) == 1
