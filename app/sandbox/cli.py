@@ -17,10 +17,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from app.sandbox.local_sandbox import LocalSandbox
 
     settings = load_settings()
-    if args.demo_agent:
-        real = False
-    else:
-        real = settings.anthropic_api_key is not None
+    real = not args.demo_agent and settings.anthropic_api_key is not None
     if args.public_url and not real:
         print("support-agent sandbox: --public-url only matters with the real agent (ANTHROPIC_API_KEY)",
               file=sys.stderr)

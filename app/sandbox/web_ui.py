@@ -17,6 +17,7 @@ interactivity payloads to the app), so the page exercises the real bot.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import threading
@@ -153,8 +154,7 @@ class WebUi:
 
     async def view(self, view_id: str, user: str, values: dict[str, Any] | None, cancel: bool) -> dict[str, Any]:
         with self.state.lock:
-            view = self.state.views.get(view_id)
-            view = json.loads(json.dumps(view)) if view else None
+            view = copy.deepcopy(self.state.views.get(view_id))
         if view is None:
             raise KeyError(f"no view {view_id}")
         with self._lock:
