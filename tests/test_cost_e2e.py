@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.stack import Stack
 from app.sessions.cost_hooks import CostCapture
 from app.tickets.model import Ticket, TicketState
+from tests.support import eventually
 
 SUPPORT = "C0001"
 TRIAGE = "C0009"
@@ -137,15 +137,6 @@ def budget_stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]
         yield s
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def bot_messages(stack: Stack, thread_ts: str, channel: str = SUPPORT) -> list[dict[str, Any]]:

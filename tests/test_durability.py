@@ -14,7 +14,8 @@ import redis as sync_redis
 
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.stack import Stack
-from tests.test_e2e_ticket import SUPPORT, bot_replies, eventually
+from tests.support import eventually
+from tests.test_e2e_ticket import SUPPORT, bot_replies
 
 
 @pytest.fixture

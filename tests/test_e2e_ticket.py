@@ -8,14 +8,14 @@ anthropic client, and posts to the Slack emulator with the real slack_sdk client
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.stack import Stack
+from tests.support import eventually
 
 SUPPORT = "C0001"
 
@@ -29,15 +29,6 @@ def stack(redis_server: EmbeddedRedis, tmp_path: Any) -> Iterator[Stack]:
         yield s
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def bot_replies(stack: Stack, thread_ts: str) -> list[str]:

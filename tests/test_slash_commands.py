@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from app.sandbox.app_runner import InProcessApp
 from app.sandbox.stack import Stack
 from app.slack.commands import Parsed, parse
 from app.tickets.model import Ticket, TicketState
+from tests.support import eventually
 
 SUPPORT = "C0001"
 TEAM = "T0001"
@@ -29,15 +29,6 @@ def stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
         yield s
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def bot_roots(stack: Stack) -> list[dict[str, Any]]:

@@ -12,8 +12,7 @@ import asyncio
 import io
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from app.runtime import make_scrubber
 from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.stack import Stack
 from app.tickets.model import Ticket, TicketState
+from tests.support import eventually
 
 SUPPORT = "C0001"
 TEAM = "T0001"
@@ -96,15 +96,6 @@ def tools_stack(
         yield stack, app
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def bot_messages(stack: Stack, thread_ts: str) -> list[dict[str, Any]]:

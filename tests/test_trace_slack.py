@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from app.slack.blocks import control_blocks
 from app.slack.trace import SECTION_CHARS, build_view, paginate, sections
 from app.tickets.model import Ticket, TicketState
 from app.trace.model import Trace, TraceEntry
+from tests.support import eventually
 
 SUPPORT, TEAM = "C0001", "T0001"
 STAFF, OTHER = "U0001", "U0002"  # alice is in @support-team (S0001), bob is not
@@ -41,15 +41,6 @@ def stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
         yield s
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def views(stack: Stack) -> list[dict[str, Any]]:

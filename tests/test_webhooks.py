@@ -13,7 +13,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from app.sandbox.stack import Stack
 from app.tickets.model import Ticket, TicketState
 from app.trace import record
 from app.trace.build import build_trace
+from tests.support import eventually
 
 SUPPORT, TEAM = "C0001", "T0001"
 KEY = "whsec_" + base64.b64encode(b"anthropic-webhook-test-key-32by").decode()
@@ -43,15 +44,6 @@ def stack(redis_server: EmbeddedRedis, tmp_path: Any) -> Iterator[Stack]:
         yield s
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def payload(session_id: str, etype: str = "session.status_idled", event_id: str = "event_01") -> str:

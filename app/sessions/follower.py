@@ -244,8 +244,11 @@ class SessionFollower:
 
     async def _move(self, state: TicketState, cause: str) -> None:
         await self._refresh()
-        if self.ticket.state in (TicketState.RESOLVED, TicketState.ESCALATED):
-            await self.store.save(self.ticket)  # a human closed it: keep their state
+        closed = self.ticket.state in (TicketState.RESOLVED, TicketState.ESCALATED)
+        # A failed ticket stays failed until a new turn actually starts (a user tried again).
+        failed = self.ticket.state == TicketState.FAILED and state != TicketState.WORKING
+        if closed or failed:
+            await self.store.save(self.ticket)  # keep the state a human or a failure set
             return
         await self.store.transition(self.ticket, state, cause)
 
