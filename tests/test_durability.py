@@ -199,3 +199,16 @@ async def test_bot_removed_from_the_channel_fails_its_open_tickets(stack: Stack)
     ticket = await eventually(lambda: _state_is(app, ts, "failed"), timeout=10)
     causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
     assert "bot removed from the channel" in causes
+
+
+async def test_slack_is_acknowledged_fast_whatever_anthropic_does(stack: Stack) -> None:
+    stack.start_app()
+    # Anthropic hangs for 5 s on every request: intake must not notice.
+    stack.agents.fail_next("*", r"^/v1/", 0, count=100, delay=5.0)
+    timings = []
+    for i in range(5):
+        _, deliveries = await stack.slack.user_posts_detailed(SUPPORT, f"slow anthropic {i}")
+        assert [d.status for d in deliveries] == [200, 200]
+        timings += [d.elapsed for d in deliveries]
+    assert max(timings) < 3.0, timings  # Slack's hard limit; typical figures are a few ms
+    stack.agents.state.clear_faults()
