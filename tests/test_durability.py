@@ -212,3 +212,16 @@ async def test_slack_is_acknowledged_fast_whatever_anthropic_does(stack: Stack) 
         timings += [d.elapsed for d in deliveries]
     assert max(timings) < 3.0, timings  # Slack's hard limit; typical figures are a few ms
     stack.agents.state.clear_faults()
+
+
+async def test_a_follow_up_to_an_archived_session_says_so_and_fails_the_ticket(stack: Stack) -> None:
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "first")
+    await eventually(lambda: len(bot_replies(stack, ts)) == 1)
+    session = only_session(stack)
+    await stack.agents.client().beta.sessions.archive(session)  # archived behind the bot's back
+    await stack.slack.user_posts(SUPPORT, "second", thread_ts=ts, mention_bot=False)
+    await eventually(lambda: "archived" in bot_words(stack, ts), timeout=20)
+    ticket = await eventually(lambda: _state_is(app, ts, "failed"), timeout=10)
+    causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
+    assert "the agent session is archived" in causes

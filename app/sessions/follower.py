@@ -148,6 +148,8 @@ class SessionFollower:
             except (anthropic.APIConnectionError, httpx2.HTTPError, anthropic.APIStatusError) as exc:
                 if is_permanent(exc):
                     raise TurnFailed(self._describe(exc)) from exc
+                if isinstance(exc, anthropic.ConflictError) and await self._session_closed(session_id):
+                    raise TurnFailed("the agent session is archived") from exc
                 self.reconnects += 1
                 log.warning(
                     "event stream interrupted; reconnecting",
@@ -340,6 +342,16 @@ class SessionFollower:
             session_id, order="desc", limit=20, types=["user.message"]
         )
         return any(getattr(e, "processed_at", None) is None for e in page.data)
+
+    async def _session_closed(self, session_id: str) -> bool:
+        """A 409 is retryable in general, but never succeeds on an archived or terminated session."""
+        try:
+            session = await self.client.beta.sessions.retrieve(session_id)
+        except anthropic.NotFoundError:
+            return True
+        except anthropic.APIError:
+            return False
+        return bool(session.archived_at) or session.status == "terminated"
 
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, anthropic.NotFoundError):
