@@ -162,6 +162,21 @@ async def test_agent_failures_leave_a_ticket_state_and_words_in_the_thread(stack
     ts2 = await stack.slack.user_posts(SUPPORT, "terminal failure")
     await eventually(lambda: _state_is(app, ts2, "failed"), timeout=20)
     await eventually(lambda: bot_words(stack, ts2).strip(), timeout=20)
+    # The failed turn offers Retry: pressing it starts a new session seeded with the thread.
+    retry = await eventually(lambda: _message_with_button(stack, ts2, "Retry"), timeout=20)
+    sessions_before = len(stack.agents.state.sessions_snapshot())
+    await stack.slack.click(SUPPORT, retry["ts"], "ticket_reopen", user="U0001")
+    await eventually(lambda: len(stack.agents.state.sessions_snapshot()) == sessions_before + 1, timeout=20)
+    await eventually(lambda: _state_is(app, ts2, "waiting_requester") or _state_is(app, ts2, "working"), timeout=20)
+
+
+def _message_with_button(stack: Stack, ts: str, label: str):  # type: ignore[no-untyped-def]
+    for message in stack.slack.state.thread(SUPPORT, ts):
+        for block in message.get("blocks") or []:
+            for element in block.get("elements") or []:
+                if element.get("type") == "button" and element.get("text", {}).get("text") == label:
+                    return message
+    return None
 
 
 def _state_is(app, ts: str, state: str):  # type: ignore[no-untyped-def]

@@ -36,7 +36,9 @@ def _button(action_id: str, label: str, ticket: Ticket, style: str | None = None
 def control_buttons(ticket: Ticket) -> list[dict[str, Any]]:
     """The buttons that make sense for the ticket's state (may be empty)."""
     if ticket.state in CLOSED_STATES:
-        return [_button(ACTION_REOPEN, "Reopen", ticket), _button(ACTION_TRACE, "Trace", ticket)]
+        # A failed ticket's Reopen is a retry: same session if usable, else a new one with the transcript.
+        label = "Retry" if ticket.state == TicketState.FAILED else "Reopen"
+        return [_button(ACTION_REOPEN, label, ticket), _button(ACTION_TRACE, "Trace", ticket)]
     buttons = []
     if ticket.state in STOPPABLE_STATES:
         buttons.append(_button(ACTION_STOP, "Stop", ticket, style="danger"))
