@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import sentry_sdk
+
 from app.jobs.lease import Lease, LeaseManager
 from app.jobs.queue import JobQueue
 from app.render.base import Renderer
@@ -100,6 +102,12 @@ class Worker:
             del self.followers[ticket_id]
 
     async def _follow(self, lease: Lease, reason: str) -> None:
+        # Each ticket gets its own Sentry scope: its errors carry its tags and its breadcrumbs.
+        with sentry_sdk.isolation_scope() as scope:
+            scope.set_tag("ticket", lease.ticket_id)
+            await self._follow_in_scope(lease, reason)
+
+    async def _follow_in_scope(self, lease: Lease, reason: str) -> None:
         store = self.services.store
         renew = asyncio.create_task(self._renew_forever(lease))
         done = False
@@ -115,6 +123,10 @@ class Worker:
                 if not await self._resolve_environment(ticket):
                     done = True
                     return
+            sentry_sdk.set_tags(
+                {"team": ticket.team_id, "environment": ticket.environment,
+                 "session": ticket.session_id or "none", "channel": ticket.channel_id}
+            )
             follower = SessionFollower(
                 client=self.services.anthropic,
                 store=store,

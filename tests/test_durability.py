@@ -240,3 +240,38 @@ async def test_a_follow_up_to_an_archived_session_says_so_and_fails_the_ticket(s
     ticket = await eventually(lambda: _state_is(app, ts, "failed"), timeout=10)
     causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
     assert "the agent session is archived" in causes
+
+
+async def test_sentry_events_from_a_ticket_carry_its_tags_and_steps(stack: Stack) -> None:
+    import sentry_sdk
+
+    from app.observability.scrub import Scrubber
+    from app.observability.sentry import init_sentry
+
+    events: list[dict] = []
+
+    class Capture(sentry_sdk.transport.Transport):
+        def capture_envelope(self, envelope):  # type: ignore[no-untyped-def]
+            events.extend(item.payload.json for item in envelope.items if item.payload.json)
+
+    stack.agents.set_scenario({"rules": [{"match": None, "steps": [
+        {"message": "working on it"}, {"sleep": 1.0}, {"message": "done"},
+    ]}]})
+    assert init_sentry("https://public@sentry.example.invalid/1", Scrubber(), transport=Capture)
+    try:
+        app = stack.start_app()
+        ts = await stack.slack.user_posts(SUPPORT, "tag me")
+        await eventually(lambda: "working on it" in bot_text(stack, ts), timeout=20)
+        stack.slack.state.archive(SUPPORT)  # the renderer's next post fails: an error is logged
+        ticket = await eventually(lambda: _state_is(app, ts, "failed"), timeout=20)
+        sentry_sdk.flush()
+        tagged = await eventually(
+            lambda: [e for e in events if (e.get("tags") or {}).get("ticket") == ticket.id], timeout=10
+        )
+    finally:
+        sentry_sdk.init(dsn=None)
+    tags = tagged[0]["tags"]
+    assert tags["environment"] == "internal" and tags["team"] == "T0001"
+    assert tags["session"] == ticket.session_id
+    crumbs = [c.get("message") for c in (tagged[0].get("breadcrumbs") or {}).get("values", [])]
+    assert "session.status_running" in crumbs

@@ -17,6 +17,7 @@ from typing import Any
 
 import anthropic
 import httpx2
+import sentry_sdk
 from anthropic import AsyncAnthropic
 
 from app.config.model import AppConfig
@@ -124,6 +125,7 @@ class SessionFollower:
         )
         self.ticket.session_id = session.id
         self.ticket.agent_status = session.status
+        sentry_sdk.set_tag("session", session.id)
         await self.store.save(self.ticket)
         log.info("session created", extra=self.log_extra)
         return session.id
@@ -207,6 +209,8 @@ class SessionFollower:
     async def _handle(self, event: Any, *, replay: bool) -> None:
         assert self.cursor is not None
         etype = event.type
+        # Ids and types only: event bodies are customer data.
+        sentry_sdk.add_breadcrumb(category="agent.event", message=etype, data={"id": event.id, "replay": replay})
         self._track_status(event)
         if await self.cursor.seen(event.id):
             return
