@@ -275,3 +275,28 @@ async def test_sentry_events_from_a_ticket_carry_its_tags_and_steps(stack: Stack
     assert tags["session"] == ticket.session_id
     crumbs = [c.get("message") for c in (tagged[0].get("breadcrumbs") or {}).get("values", [])]
     assert "session.status_running" in crumbs
+
+
+async def test_anthropic_overload_and_rate_limits_are_ridden_out(stack: Stack) -> None:
+    stack.start_app()
+    stack.agents.fail_next("POST", r"^/v1/sessions$", 429, count=2, retry_after=0.2)
+    stack.agents.fail_next("GET", r"/events/stream$", 529, count=2)
+    stack.agents.fail_next("GET", r"/events$", 500, count=1)
+    ts = await stack.slack.user_posts(SUPPORT, "busy day")
+    await eventually(lambda: bot_replies(stack, ts) == ["You asked: busy day"], timeout=30)
+    assert stack.agents.state.processed_messages(only_session(stack)) == ["busy day"]
+
+
+async def test_messages_from_other_bots_are_ignored(stack: Stack) -> None:
+    app = stack.start_app()
+    event = {
+        "type": "message", "subtype": "bot_message", "bot_id": "B0OTHER", "text": "<@UBOT> ping from a bot",
+        "ts": "1700000000.000100", "channel": SUPPORT, "channel_type": "channel",
+    }
+    mention = {**event, "type": "app_mention"}
+    mention.pop("subtype")
+    for delivered in (mention, event):
+        assert (await stack.slack.send_event(delivered)).status == 200
+    await asyncio.sleep(1.0)
+    assert stack.agents.state.sessions_snapshot() == []
+    assert app.run_coroutine(app.services.store.by_thread("T0001", SUPPORT, "1700000000.000100")) is None
