@@ -46,6 +46,9 @@ class Worker:
         self.leases: LeaseManager = services.leases()
         self.poll_interval = poll_interval
         self.followers: dict[str, asyncio.Task[None]] = {}
+        self._live: dict[str, SessionFollower] = {}
+        if hasattr(self.renderer, "on_visible"):
+            self.renderer.on_visible = self._on_visible
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -137,6 +140,7 @@ class Worker:
                 still_leased=lambda: self.leases.still_holds(lease),
                 hooks=self.hooks,
             )
+            self._live[ticket.id] = follower
             try:
                 await follower.run()
                 done = True
@@ -155,6 +159,7 @@ class Worker:
         except Exception:
             log.exception("follower crashed", extra={"ticket": lease.ticket_id})
         finally:
+            self._live.pop(lease.ticket_id, None)
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
@@ -187,6 +192,11 @@ class Worker:
         ticket.environment = env
         await self.services.store.save(ticket)
         return True
+
+    def _on_visible(self, ticket: Ticket, events: list[Any]) -> None:
+        follower = self._live.get(ticket.id)
+        if follower is not None:
+            follower.visible(events)
 
     async def _renew_forever(self, lease: Lease) -> None:
         interval = max(self.services.settings.lease_seconds / 3, 0.2)

@@ -480,12 +480,23 @@ class StreamRenderer:
             self.stats.diverged += 1
             add = shown[len(text.shown) :] if len(shown) > len(text.shown) else ""
         if not add:
+            if sources:
+                self._report_when_shown(turn, mid, sources)
             return
         if not text.shown and turn.has_text:
             turn.outbox.append(Piece("text", "\n\n"))
         turn.outbox.append(Piece("text", add, mid, len(text.shown), sources=sources))
         text.shown += add
         turn.has_text = True
+
+    def _report_when_shown(self, turn: Turn, mid: str, sources: list[Any]) -> None:
+        """The buffered message adds no text: it is shown once its pending pieces are (or now)."""
+        for piece in reversed(turn.outbox):
+            if piece.mid == mid:
+                piece.sources.extend(sources)
+                return
+        if self.on_visible is not None:
+            self.on_visible(turn.ticket, sources)
 
     def _add_task(self, turn: Turn, task: Task, sources: list[Any]) -> None:
         turn.tasks[task.id] = task

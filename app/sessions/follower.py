@@ -35,6 +35,10 @@ WAITING_ON_US = "requires_action"
 STREAM_DELTAS: list[Any] = ["agent.message"]
 
 END_EVENTS = ("session.status_idle", "session.status_terminated", "session.deleted")
+CONTENT_EVENTS = frozenset({
+    "agent.message", "agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use",
+    "agent.tool_result", "agent.mcp_tool_result",
+})
 
 EventHook = Callable[[Ticket, Any], Awaitable[None]]
 
@@ -87,6 +91,11 @@ class SessionFollower:
         self._last_stop: str | None = None
         self._outstanding: int = 0
         self._send_lock = asyncio.Lock()
+        # Events given to the renderer by this follower (a reconnect must not show them again).
+        self._handed: set[str] = set()
+        self._marking: set[asyncio.Task[None]] = set()
+        # With a renderer that reports what reached Slack, content counts as shown only then.
+        self.defer_content_marks = hasattr(renderer, "on_visible")
         self.inbox_poll_seconds = 0.5
         self.reconnects = 0
 
@@ -212,8 +221,9 @@ class SessionFollower:
         # Ids and types only: event bodies are customer data.
         sentry_sdk.add_breadcrumb(category="agent.event", message=etype, data={"id": event.id, "replay": replay})
         self._track_status(event)
-        if await self.cursor.seen(event.id):
+        if event.id in self._handed or await self.cursor.seen(event.id):
             return
+        self._handed.add(event.id)
         if etype.startswith("user."):
             pass  # our own messages echoed back: nothing to show
         else:
@@ -222,7 +232,31 @@ class SessionFollower:
             if hook is not None:
                 await hook(self.ticket, event)
             await self._apply_state(event)
-        await self.cursor.mark(event.id, iso(getattr(event, "processed_at", None)))
+        if self.defer_content_marks and etype in CONTENT_EVENTS:
+            return  # marked seen once the renderer reports it visible in Slack (see `visible`)
+        # The listing cursor moves only at turn ends: by then the renderer has put the whole turn
+        # in Slack, so a takeover that lists from here re-shows only what never became visible.
+        at = iso(getattr(event, "processed_at", None)) if etype in END_EVENTS else None
+        await self.cursor.mark(event.id, at)
+
+    def visible(self, events: list[Any]) -> None:
+        """The renderer's report that these events' content is in Slack: now they count as shown."""
+        if self.cursor is None:
+            return
+        for event in events:
+            # A delta shows part of a message; only the buffered event itself counts as shown.
+            if getattr(event, "type", None) in ("event_start", "event_delta") or not getattr(event, "id", None):
+                continue
+            task = asyncio.create_task(self._mark_visible(str(event.id)))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
+
+    async def _mark_visible(self, event_id: str) -> None:
+        assert self.cursor is not None
+        try:
+            await self.cursor.mark(event_id, None)
+        except StaleLease:
+            log.warning("visible mark after losing the lease", extra=self.log_extra)
 
     def _track_status(self, event: Any) -> None:
         etype = event.type
