@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from app.config.model import AppConfig
 from app.sessions.budget_hooks import approver_mentions, combine_hooks
-from app.slack.budget_actions import may_approve
+from app.slack.permissions import may_approve
 from app.tickets.model import Ticket
 
 

@@ -35,7 +35,7 @@ from app.render.blocks import APPROVE_ACTION_ID, DENY_ACTION_ID, context_block, 
 from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
 from app.sessions.custom_tools import CustomToolRunner
-from app.slack.permissions import is_staff, usergroup_members
+from app.slack.permissions import may_approve
 from app.tickets.model import Ticket
 
 __all__ = ["DENY_MODAL_CALLBACK", "Approvals", "register"]
@@ -70,18 +70,6 @@ class Approvals:
 
     # -- who may press -------------------------------------------------------------------
 
-    async def may_approve(self, ticket: Ticket, user_id: str) -> bool:
-        if not user_id:
-            return False
-        env = self.services.config.environments.get(ticket.environment)
-        if env is not None:
-            if user_id in env.approvers.users:
-                return True
-            for group in env.approvers.usergroups:
-                if user_id in await usergroup_members(self.slack, self.redis, group):
-                    return True
-        return await is_staff(self.slack, self.redis, self.services.config, user_id)
-
     def refusal_text(self, ticket: Ticket) -> str:
         env = self.services.config.environments.get(ticket.environment)
         who = []
@@ -102,7 +90,7 @@ class Approvals:
 
     async def check(self, ticket: Ticket, tool_use_id: str, user_id: str) -> Outcome | None:
         """Why this user cannot decide this call now (None: they can)."""
-        if not await self.may_approve(ticket, user_id):
+        if not await may_approve(self.slack, self.redis, self.services.config, ticket, user_id):
             log.info("tool confirmation refused", extra={"ticket": ticket.id, "user": user_id})
             return Outcome(False, self.refusal_text(ticket))
         earlier = await self.decision(ticket.id, tool_use_id)

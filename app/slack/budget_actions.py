@@ -24,14 +24,11 @@ from decimal import Decimal
 from typing import Any
 
 import anthropic
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
-from app.config.model import AppConfig
 from app.cost.budget import (
     BUDGET_BLOCK_ID,
     ESCALATE_ACTION,
@@ -48,29 +45,13 @@ from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
 from app.sessions.budget_hooks import MESSAGE_KEY
 from app.slack.blocks import CLOSED_STATES, section
-from app.slack.permissions import is_staff, usergroup_members
+from app.slack.permissions import may_approve
 from app.tickets.model import Ticket, TicketState
 
 log = logging.getLogger(__name__)
 
 LOCK_SECONDS = 30
 FOLLOWER_WAIT_SECONDS = 3.0
-
-
-async def may_approve(
-    slack: AsyncWebClient, redis: aioredis.Redis, config: AppConfig, ticket: Ticket, user_id: str
-) -> bool:
-    """Environment approvers, staff and admins (the requester alone is not enough)."""
-    if not user_id:
-        return False
-    env = config.environments.get(ticket.environment)
-    if env is not None:
-        if user_id in env.approvers.users:
-            return True
-        for group in env.approvers.usergroups:
-            if user_id in await usergroup_members(slack, redis, group):
-                return True
-    return await is_staff(slack, redis, config, user_id)
 
 
 def refusal(ticket: Ticket) -> str:

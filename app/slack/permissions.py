@@ -68,6 +68,23 @@ async def may_control(
     return await is_staff(slack, redis, config, user_id)
 
 
+async def may_approve(
+    slack: AsyncWebClient, redis: aioredis.Redis, config: AppConfig, ticket: Ticket, user_id: str
+) -> bool:
+    """May this user approve the ticket's tool calls or budget? Its environment's approvers
+    (users or user groups), staff and admins; being the requester is not enough."""
+    if not user_id:
+        return False
+    env = config.environments.get(ticket.environment)
+    if env is not None:
+        if user_id in env.approvers.users:
+            return True
+        for group in env.approvers.usergroups:
+            if user_id in await usergroup_members(slack, redis, group):
+                return True
+    return await is_staff(slack, redis, config, user_id)
+
+
 def refusal_text(ticket: Ticket, what: str) -> str:
     return (
         f"Only the person who opened ticket {ticket.ref} (<@{ticket.requester_id}>), support staff "
