@@ -36,6 +36,7 @@ from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
 from app.sessions.custom_tools import CustomToolRunner
 from app.slack.permissions import may_approve
+from app.slack.threads import find_message
 from app.tickets.model import Ticket
 
 __all__ = ["DENY_MODAL_CALLBACK", "Approvals", "register"]
@@ -165,12 +166,9 @@ class Approvals:
 
     async def _message(self, channel: str, ts: str, thread_ts: str | None) -> dict[str, Any] | None:
         try:
-            response = await self.slack.conversations_replies(
-                channel=channel, ts=thread_ts or ts, oldest=ts, latest=ts, inclusive=True, limit=10
-            )
+            return await find_message(self.slack, channel, thread_ts or ts, ts)
         except SlackApiError:
             return None
-        return next((m for m in response.get("messages") or [] if m.get("ts") == ts), None)
 
     async def explain(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         try:

@@ -46,6 +46,7 @@ from app.runtime import Services
 from app.sessions.budget_hooks import MESSAGE_KEY
 from app.slack.blocks import CLOSED_STATES, section
 from app.slack.permissions import may_approve
+from app.slack.threads import find_message
 from app.tickets.model import Ticket, TicketState
 
 log = logging.getLogger(__name__)
@@ -219,22 +220,11 @@ class BudgetActions:
             await self.redis.delete(f"{MESSAGE_KEY}{ticket.id}")
 
     async def _find(self, ticket: Ticket, ts: str | None) -> dict[str, Any] | None:
-        """A message of the ticket's thread by ts (paging through the replies)."""
+        """A message of the ticket's thread by ts."""
         if not ts:
             return None
-        cursor: str | None = None
         try:
-            for _ in range(20):
-                kwargs: dict[str, Any] = {"channel": ticket.channel_id, "ts": ticket.thread_ts, "limit": 200}
-                if cursor:
-                    kwargs["cursor"] = cursor
-                response = await self.slack.conversations_replies(**kwargs)
-                for message in response.get("messages") or []:
-                    if message.get("ts") == ts:
-                        return dict(message)
-                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-                if not cursor:
-                    break
+            return await find_message(self.slack, ticket.channel_id, ticket.thread_ts, ts)
         except SlackApiError as exc:
             log.info("thread not read", extra={"ticket": ticket.id, "error": exc.response.get("error")})
         return None

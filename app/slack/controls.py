@@ -43,6 +43,7 @@ from app.slack.blocks import (
     section,
 )
 from app.slack.permissions import may_control, refusal_text
+from app.slack.threads import thread_messages
 from app.tickets.model import InboxMessage, Ticket, TicketState
 
 __all__ = ["TicketControls", "control_blocks", "interrupted_at", "register"]
@@ -275,22 +276,12 @@ class TicketControls:
     async def _transcript(self, ticket: Ticket) -> str:
         """The thread as `[who] text` lines, most recent kept when it is too long."""
         lines: list[str] = []
-        cursor: str | None = None
         try:
-            for _ in range(10):
-                kwargs: dict[str, Any] = {"channel": ticket.channel_id, "ts": ticket.thread_ts, "limit": 200}
-                if cursor:
-                    kwargs["cursor"] = cursor
-                response = await self.slack.conversations_replies(**kwargs)
-                for msg in response.get("messages") or []:
-                    text = (msg.get("text") or "").strip()
-                    if not text:
-                        continue
+            async for msg in thread_messages(self.slack, ticket.channel_id, ticket.thread_ts):
+                text = (msg.get("text") or "").strip()
+                if text:
                     who = "support agent" if msg.get("bot_id") else f"<@{msg.get('user', 'unknown')}>"
                     lines.append(f"[{who}] {text}")
-                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-                if not cursor:
-                    break
         except SlackApiError as exc:
             log.warning("could not read the thread", extra={"ticket": ticket.id, "error": exc.response.get("error")})
         if not lines:
