@@ -72,6 +72,8 @@ async def agent_id(client: AsyncAnthropic, redis: aioredis.Redis, config: AppCon
 async def environment_id(
     client: AsyncAnthropic, redis: aioredis.Redis, config: AppConfig, env_name: str
 ) -> str:
+    """The environment's Managed Agents environment: the configured id, provision's, else found
+    by name or created (the same code as `support-agent provision`, one process at a time)."""
     managed = config.environments[env_name].managed_environment
     if managed.id:
         return managed.id
@@ -79,18 +81,16 @@ async def environment_id(
     found = await recorded_id(redis, "environment", managed.name)
     if found:
         return found
-    async for env in client.beta.environments.list(limit=100):
-        if env.name == managed.name and not env.archived_at:
-            await record_id(redis, "environment", managed.name, env.id)
-            return env.id
-    created = await client.beta.environments.create(
-        name=managed.name,
-        config=environment_config(config, env_name),  # type: ignore[arg-type]
-        metadata={"managed_by": "support-agent"},
-    )
-    log.info("environment created", extra={"environment_id": created.id, "environment": env_name})
-    await record_id(redis, "environment", managed.name, created.id)
-    return created.id
+    from app.provision import Provisioner
+
+    async with first_use_lock(redis, f"environment:{managed.name}"):
+        found = await recorded_id(redis, "environment", managed.name)
+        if found:
+            return found
+        made = await Provisioner(client, redis, config, strict=False).ensure_environment(env_name)
+        assert made is not None
+        log.info("environment ready without provision", extra={"environment_id": made, "environment": env_name})
+        return made
 
 
 async def vault_ids(
