@@ -89,7 +89,6 @@ class SessionFollower:
         self.max_backoff = max_backoff
         self.cursor: Cursor | None = None
         self._last_stop: str | None = None
-        self._outstanding: int = 0
         self._send_lock = asyncio.Lock()
         # Events given to the renderer by this follower (a reconnect must not show them again).
         self._handed: set[str] = set()
@@ -325,7 +324,6 @@ class SessionFollower:
                     continue
                 await self._send(session_id, message)
                 await self.store.mark_sent(self.ticket.id, message)
-                self._outstanding += 1
                 self._last_stop = None
 
     async def _send(self, session_id: str, message: InboxMessage) -> None:
