@@ -22,7 +22,9 @@ from app.render.base import Renderer
 from app.runtime import Services
 from app.sessions.cursor import StaleLease
 from app.sessions.follower import EventHook, SessionFollower, TurnFailed
+from app.slack.blocks import CLOSED_STATES
 from app.slack.channels import resolve_environment
+from app.slack.controls import TicketControls
 from app.tickets.model import Ticket, TicketState
 from app.trace.record import record_follow
 
@@ -113,7 +115,7 @@ class Worker:
     async def _follow_in_scope(self, lease: Lease, reason: str) -> None:
         store = self.services.store
         renew = asyncio.create_task(self._renew_forever(lease))
-        done = False
+        done = failed = False
         try:
             ticket = await store.get(lease.ticket_id)
             if ticket is None:
@@ -126,6 +128,8 @@ class Worker:
                 if not await self._resolve_environment(ticket):
                     done = True
                     return
+            if ticket.state in CLOSED_STATES and await store.pending_messages(ticket.id):
+                ticket = await self._reopen_for_message(ticket)
             sentry_sdk.set_tags(
                 {"team": ticket.team_id, "environment": ticket.environment,
                  "session": ticket.session_id or "none", "channel": ticket.channel_id}
@@ -151,7 +155,7 @@ class Worker:
                     f":warning: I could not continue this ticket: {exc}. "
                     "Mention me in this thread to try again.",
                 )
-                done = True
+                done = failed = True
         except StaleLease:
             log.warning("lease lost; another worker has the ticket", extra={"ticket": lease.ticket_id})
         except asyncio.CancelledError:
@@ -164,8 +168,9 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
             await self.leases.release(lease, done=done)
-            if done and await store.pending_messages(lease.ticket_id):
-                # A message arrived as we were finishing: pick it straight back up.
+            # A message that arrived as we were finishing is picked straight back up; after a
+            # failure the undelivered ones wait for the person to try again (no retry loop).
+            if done and not failed and await store.pending_messages(lease.ticket_id):
                 await self.start_ticket(lease.ticket_id, "late-message")
 
     async def _record_follow(self, lease: Lease, reason: str) -> None:
@@ -192,6 +197,19 @@ class Worker:
         ticket.environment = env
         await self.services.store.save(ticket)
         return True
+
+    async def _reopen_for_message(self, ticket: Ticket) -> Ticket:
+        """Someone wrote in a closed ticket's thread (a mention after Resolve, a reply after a
+        failure): reopen it the way the Reopen button does, on the same session while it is
+        usable, else on a new one seeded with the thread, which already holds what they wrote."""
+        store = self.services.store
+        pending = await store.pending_messages(ticket.id)
+        outcome = await TicketControls(self.services).reopen(ticket, pending[-1].user_id)
+        reopened = outcome.ticket or ticket
+        if outcome.ok and reopened.session_id is None:
+            for message in pending:
+                await store.mark_sent(ticket.id, message)
+        return reopened
 
     def _on_visible(self, ticket: Ticket, events: list[Any]) -> None:
         follower = self._live.get(ticket.id)

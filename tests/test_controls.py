@@ -274,3 +274,25 @@ async def test_resolve_summary_carries_the_final_cost(stack: Stack) -> None:
     summary = await eventually(lambda: [t for t in bot_texts(stack, ts) if "resolved by" in t])
     # claude-sonnet-4-6 input is $3 per million tokens in support-agent.yml.
     assert "cost $3.00" in summary[0]
+
+
+async def test_a_mention_in_a_resolved_thread_reopens_it_on_a_new_session(stack: Stack) -> None:
+    app = stack.start_app()
+    ts, ticket = await answered_ticket(stack, app, "printer offline")
+    await stack.slack.click(SUPPORT, post_controls(app, ticket), "ticket_resolve", user="U0001")
+    await eventually(lambda: (t := ticket_of(app, ts)) and t.state == TicketState.RESOLVED)
+    # A plain reply to a resolved ticket is not a new request...
+    await stack.slack.user_posts(SUPPORT, "thanks!", thread_ts=ts, mention_bot=False)
+    await asyncio.sleep(0.5)
+    assert len(stack.agents.state.sessions_snapshot()) == 1
+    # ...a mention is: the archived session cannot go on, so a new one gets the thread.
+    await stack.slack.user_posts(SUPPORT, "it is offline again", thread_ts=ts)
+    sessions = await eventually(lambda: (s := stack.agents.state.sessions_snapshot()) and len(s) == 2 and s)
+    new = next(s for s in sessions if s["id"] != ticket.session_id)
+    seed = await eventually(lambda: stack.agents.state.processed_messages(new["id"]))
+    assert len(seed) == 1 and "it is offline again" in seed[0] and "printer offline" in seed[0]
+    reopened = await eventually(
+        lambda: (t := ticket_of(app, ts)) and t.state == TicketState.WAITING_REQUESTER and t
+    )
+    assert reopened.session_id == new["id"]
+    assert "reopened by U0001" in causes(app, reopened)

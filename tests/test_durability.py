@@ -240,6 +240,12 @@ async def test_a_follow_up_to_an_archived_session_says_so_and_fails_the_ticket(s
     ticket = await eventually(lambda: _state_is(app, ts, "failed"), timeout=10)
     causes = [t.cause for t in app.run_coroutine(app.services.store.transitions(ticket.id))]
     assert "the agent session is archived" in causes
+    # Trying again as the message says: a new session gets the thread, nothing said is lost.
+    await stack.slack.user_posts(SUPPORT, "third", thread_ts=ts)
+    sessions = await eventually(lambda: (s := stack.agents.state.sessions_snapshot()) and len(s) == 2 and s)
+    new = next(s for s in sessions if s["id"] != session)
+    seed = await eventually(lambda: stack.agents.state.processed_messages(new["id"]))
+    assert len(seed) == 1 and "second" in seed[0] and "third" in seed[0]
 
 
 async def test_sentry_events_from_a_ticket_carry_its_tags_and_steps(stack: Stack) -> None:
