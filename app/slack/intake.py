@@ -15,7 +15,7 @@ from typing import Any
 from app.config.model import AppConfig
 from app.jobs.queue import JobQueue
 from app.slack.channels import environment_by_id
-from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket, TicketState
+from app.tickets.model import InboxMessage, Ticket, TicketState
 from app.tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class Intake:
         if not await self.store.claim_message(channel, ts):
             return IntakeResult("duplicate", "message already handled")
         try:
-            return await self._accept(existing, team_id, channel, thread_ts, ts, user, text, bot_user_id)
+            return await self._accept(existing, team_id, channel, thread_ts, ts, user, text, bot_user_id, mentioned)
         except Exception:
             # Let Slack's retry redo the whole thing rather than lose the message.
             await self.store.release_message(channel, ts)
@@ -120,8 +120,9 @@ class Intake:
         user: str,
         text: str,
         bot_user_id: str | None,
+        mentioned: bool,
     ) -> IntakeResult:
-        question = strip_mention(text, bot_user_id)
+        question = strip_mention(text, bot_user_id) or "(no text)"
         if existing is None:
             # Only an explicit channel id is resolved here; names need Slack, which the worker asks.
             environment = environment_by_id(self.config, channel) or ""
@@ -136,11 +137,9 @@ class Intake:
             action = "opened" if created else "continued"
         else:
             ticket, action = existing, "continued"
-        if ticket.state not in ACTIVE_STATES and ticket.state != TicketState.FAILED:
-            if ticket.state == TicketState.RESOLVED and not (bot_user_id and f"<@{bot_user_id}>" in text):
-                return IntakeResult("ignored", "ticket resolved; mention the bot to reopen", ticket)
-        if not question:
-            question = "(no text)"
+        # A reply in a resolved thread is chatter; a mention asks again (the worker reopens it).
+        if ticket.state == TicketState.RESOLVED and not mentioned:
+            return IntakeResult("ignored", "ticket resolved; mention the bot to reopen", ticket)
         await self.store.push_message(ticket.id, InboxMessage(ts=ts, user_id=user, text=question))
         await self.queue.enqueue(ticket.id, "message")
         log.info(
