@@ -25,9 +25,11 @@ def fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _boot(need_slack: bool = True, need_anthropic: bool = True) -> tuple[Settings, AppConfig]:
+def _boot(
+    need_slack: bool = True, need_anthropic: bool = True, receives_slack: bool | None = None
+) -> tuple[Settings, AppConfig]:
     settings = load_settings()
-    missing = settings.missing(need_slack=need_slack, need_anthropic=need_anthropic)
+    missing = settings.missing(need_slack=need_slack, need_anthropic=need_anthropic, receives_slack=receives_slack)
     if missing:
         raise SettingsError(describe_missing(missing))
     config = load_config(settings.config_path)
@@ -45,7 +47,9 @@ def _serve(web: bool, worker: bool) -> Command:
     def command(args: argparse.Namespace) -> int:
         from app.service import serve
 
-        settings, config = _boot(need_slack=web, need_anthropic=worker)
+        # Both roles post to Slack and call Anthropic (the web role's buttons stop, resolve and
+        # approve); only the web role receives Slack's signed requests.
+        settings, config = _boot(need_slack=True, need_anthropic=True, receives_slack=web)
         if getattr(args, "port", None):
             settings.port = args.port
         if getattr(args, "host", None):

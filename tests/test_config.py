@@ -113,3 +113,15 @@ def test_bad_config_file_exits_with_located_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}:9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_worker_needs_the_bot_token_but_not_the_signing_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_"))}
+    env.update(SUPPORT_AGENT_CONFIG=str(ROOT / "support-agent.yml"), ANTHROPIC_API_KEY="sk-ant-x")
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SLACK_BOT_TOKEN" in result.stderr
+    assert "SLACK_SIGNING_SECRET" not in result.stderr and "ANTHROPIC_API_KEY" not in result.stderr

@@ -53,14 +53,20 @@ class Settings(BaseSettings):
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
 
-    def missing(self, *, need_slack: bool = True, need_anthropic: bool = True) -> list[str]:
-        """Names of required variables that are not set."""
+    def missing(
+        self, *, need_slack: bool = True, need_anthropic: bool = True, receives_slack: bool | None = None
+    ) -> list[str]:
+        """Names of required variables that are not set.
+
+        Every role that talks to Slack needs the bot token; only the one that receives Slack's
+        requests (web) also needs the signing secret, or an app token for Socket Mode.
+        """
+        receives_slack = need_slack if receives_slack is None else receives_slack
         names: list[str] = []
-        if need_slack:
-            if self.slack_bot_token is None:
-                names.append("SLACK_BOT_TOKEN")
-            if self.slack_signing_secret is None and self.slack_app_token is None:
-                names.append("SLACK_SIGNING_SECRET")
+        if need_slack and self.slack_bot_token is None:
+            names.append("SLACK_BOT_TOKEN")
+        if receives_slack and self.slack_signing_secret is None and self.slack_app_token is None:
+            names.append("SLACK_SIGNING_SECRET")
         if need_anthropic and self.anthropic_api_key is None:
             names.append("ANTHROPIC_API_KEY")
         return names
