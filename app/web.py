@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.runtime import Services
 from app.webhooks import webhook_routes
-from mcp_servers.asgi import mcp_mounts
+from mcp_servers.asgi import allowed_hosts_from_env, mcp_mounts
 from mcp_servers.auth import TokenRegistry
 
 
@@ -35,7 +35,7 @@ def build_web_app(services: Services, bolt: AsyncApp, extra_routes: list[BaseRou
     mcp_routes, mcp_lifespan = mcp_mounts(
         tokens=TokenRegistry.from_env(),
         redis_factory=lambda: services.redis,
-        allowed_hosts=[services.config.public_base_url or ""],
+        allowed_hosts=[services.config.public_base_url or "", *allowed_hosts_from_env()],
     )
 
     @asynccontextmanager
