@@ -102,6 +102,15 @@ async def test_bot_ignores_its_own_messages(stack: Stack) -> None:
     stack.start_app()
     ts = await stack.slack.user_posts(SUPPORT, "echo test")
     await eventually(lambda: bot_replies(stack, ts))
-    await asyncio.sleep(0.5)  # the emulator echoes the bot's post back as a message event
+    # Slack echoes the bot's own messages back; streamed replies are not echoed by the emulator,
+    # so deliver the echo Slack would send: in the thread, even mentioning the bot, it is ignored.
+    reply = next(m for m in stack.slack.state.thread(SUPPORT, ts) if m.get("bot_id"))
+    echo = {
+        "type": "message", "channel": SUPPORT, "channel_type": "channel", "user": "UBOT", "bot_id": "B0001",
+        "text": "<@UBOT> " + (reply.get("text") or "answer"), "ts": f"{float(reply['ts']) + 0.5:.6f}",
+        "thread_ts": ts,
+    }
+    assert (await stack.slack.send_event(echo)).status == 200
+    await asyncio.sleep(0.5)
     sessions = stack.agents.state.sessions_snapshot()
     assert stack.agents.state.processed_messages(sessions[0]["id"]) == ["echo test"]
