@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from app.config.model import AppConfig, load_config
 from app.redis_conn import EmbeddedRedis, connect
+from app.sandbox.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +33,19 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture(scope="session")
 def app_config() -> AppConfig:
     return load_config(ROOT / "support-agent.yml")
+
+
+@pytest.fixture
+def fresh_redis_url(redis_server: EmbeddedRedis) -> str:
+    """The test Redis, emptied, for an app that makes its own clients (on its own loop)."""
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def stack(fresh_redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """Both emulators running, with the shipped config; tests start the app in it."""
+    with Stack(fresh_redis_url, data_dir=tmp_path) as s:
+        yield s

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.stack import Stack
 from app.slack.blocks import control_blocks
@@ -29,28 +28,14 @@ SLOW = {"rules": [
 ]}
 
 
-def _flush(url: str) -> None:
-    import redis as sync_redis
-
-    sync_redis.Redis.from_url(url).flushall()
-
-
 @pytest.fixture
-def stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
-    _flush(redis_server.url)
-    with Stack(redis_server.url, data_dir=tmp_path) as s:
-        yield s
-
-
-@pytest.fixture
-def staff_stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
+def staff_stack(fresh_redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     """The shipped config with the emulator's @support-team (S0001 = alice) as staff."""
-    _flush(redis_server.url)
     text = (ROOT / "support-agent.yml").read_text()
     head, _, _ = text.partition("\nslack:\n")
     config = tmp_path / "support-agent.yml"
     config.write_text(head + "\nslack:\n  staff:\n    usergroups: [S0001]\n  max_question_chars: 4000\n")
-    with Stack(redis_server.url, data_dir=tmp_path, config_path=config) as s:
+    with Stack(fresh_redis_url, data_dir=tmp_path, config_path=config) as s:
         yield s
 
 

@@ -6,23 +6,11 @@ Each test proves one of DESIGN.md's guarantees through the emulators, with real 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import redis as sync_redis
-
-from app.redis_conn import EmbeddedRedis
 from app.sandbox.stack import Stack
 from tests.support import eventually
 from tests.test_e2e_ticket import SUPPORT, bot_replies
-
-
-@pytest.fixture
-def stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
-    sync_redis.Redis.from_url(redis_server.url).flushall()
-    with Stack(redis_server.url, data_dir=tmp_path) as s:
-        yield s
 
 
 def bot_text(stack: Stack, ts: str) -> str:

@@ -8,25 +8,13 @@ anthropic client, and posts to the Slack emulator with the real slack_sdk client
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
-
-from app.redis_conn import EmbeddedRedis
 from app.sandbox.stack import Stack
 from tests.support import eventually
 
 SUPPORT = "C0001"
 
 
-@pytest.fixture
-def stack(redis_server: EmbeddedRedis, tmp_path: Any) -> Iterator[Stack]:
-    import redis as sync_redis
-
-    sync_redis.Redis.from_url(redis_server.url).flushall()
-    with Stack(redis_server.url, data_dir=tmp_path) as s:
-        yield s
 
 
 

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import InProcessApp
 from app.sandbox.stack import Stack
 from app.slack.commands import Parsed, parse
@@ -20,13 +15,6 @@ SUPPORT = "C0001"
 TEAM = "T0001"
 
 
-@pytest.fixture
-def stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
-    import redis as sync_redis
-
-    sync_redis.Redis.from_url(redis_server.url).flushall()
-    with Stack(redis_server.url, data_dir=tmp_path) as s:
-        yield s
 
 
 

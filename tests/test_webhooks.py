@@ -13,16 +13,13 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
-import pytest
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import InProcessApp
 from app.sandbox.stack import Stack
 from app.tickets.model import Ticket, TicketState
@@ -35,13 +32,6 @@ KEY = "whsec_" + base64.b64encode(b"anthropic-webhook-test-key-32by").decode()
 OTHER_KEY = "whsec_" + base64.b64encode(b"somebody-elses-key-0123456789ab").decode()
 
 
-@pytest.fixture
-def stack(redis_server: EmbeddedRedis, tmp_path: Any) -> Iterator[Stack]:
-    import redis as sync_redis
-
-    sync_redis.Redis.from_url(redis_server.url).flushall()
-    with Stack(redis_server.url, data_dir=tmp_path) as s:
-        yield s
 
 
 
