@@ -16,7 +16,18 @@ from app.cost.model import format_usd
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import ROOT
 from app.sandbox.stack import Stack
-from app.slack.home import GUEST_TEXT, staff_view, ticket_blocks
+from app.slack.home import (
+    ACTION_ALL_CHANNELS,
+    ACTION_CHANNEL,
+    ACTION_REFRESH,
+    ACTION_STATUS,
+    GUEST_TEXT,
+    LIST_LIMIT,
+    HomeFilter,
+    chosen_from_action,
+    staff_view,
+    ticket_blocks,
+)
 from app.tickets.model import Ticket, TicketState
 from tests.support import eventually
 
@@ -81,8 +92,12 @@ async def test_home_by_role(stack: Stack) -> None:
     assert "why is the build red?" in admin and "Open (1)" in admin
 
     staff = await open_home(stack, STAFF)
-    assert "Open (1)" in staff and f"*{ticket.ref}* why is the build red?" in staff
-    assert "Support costs" not in staff and format_usd(total) not in staff
+    link = f"https://emulated.slack.com/archives/{SUPPORT}/p{ts.replace('.', '')}"
+    assert "Open (1)" in staff and f"*<{link}|{ticket.ref}>* why is the build red?" in staff
+    assert "Support costs" not in staff  # the workspace's figures are for admins
+    # Each ticket: status, environment, requester, channel, age and its own cost.
+    assert f"Waiting on requester · internal · <@{GUEST}> · <#{SUPPORT}> · " in staff
+    assert format_usd(total) in staff and "'action_id': 'ticket_trace'" in staff
 
     guest = await open_home(stack, GUEST)
     assert "I'm the support bot" in guest and "why is the build red?" not in guest
@@ -102,10 +117,118 @@ def test_ticket_lists_split_open_and_closed_and_stay_within_limits() -> None:
                state=TicketState.RESOLVED if i % 3 == 0 else TicketState.WORKING)
         for i in range(1, 200)
     ]
-    view = staff_view(tickets, now)
+    view = staff_view(tickets, now=now)
     assert view["type"] == "home" and len(view["blocks"]) <= 100
-    text = str(ticket_blocks(tickets, now))
-    assert "Open (133)" in text and "…and 113 more" in text and "Recently closed" in text
+    text = str(view["blocks"])
+    assert "Open (133)" in text and f"…and {133 - LIST_LIMIT} more" in text and "Recently closed" in text
+    assert text.count("'action_id': 'ticket_trace'") == 2 * LIST_LIMIT
     assert all(len(b["text"]["text"]) <= 3000 for b in view["blocks"] if b["type"] == "section")
-    assert "Open (0)" in str(ticket_blocks([], now)) and "_No open tickets._" in str(ticket_blocks([], now))
+    # With the admin's cost blocks in front, the lists shrink to fit the 100 blocks.
+    assert len(ticket_blocks(tickets, HomeFilter(), now=now, room=60)) <= 60
+    empty = str(ticket_blocks([], HomeFilter(), now=now))
+    assert "Open (0)" in empty and "_No open tickets._" in empty
+    one_state = str(ticket_blocks(tickets, HomeFilter(status="resolved"), now=now))
+    assert "Resolved (66)" in one_state and "Open (133)" not in one_state
     assert "support channel" in GUEST_TEXT
+
+
+def test_filter_changes_come_from_the_menus() -> None:
+    current = HomeFilter(status="working", channel="C1")
+    pick = {"action_id": ACTION_STATUS, "selected_option": {"value": "failed"}}
+    assert chosen_from_action(current, pick) == HomeFilter(status="failed", channel="C1")
+    assert chosen_from_action(current, {"action_id": ACTION_STATUS, "selected_option": {"value": "nonsense"}}) \
+        == HomeFilter(status="all", channel="C1")
+    assert chosen_from_action(current, {"action_id": ACTION_CHANNEL, "selected_conversation": "C2"}) \
+        == HomeFilter(status="working", channel="C2")
+    assert chosen_from_action(current, {"action_id": ACTION_ALL_CHANNELS}) == HomeFilter(status="working")
+    assert chosen_from_action(current, {"action_id": ACTION_REFRESH}) == current
+
+
+def home_view_id(stack: Stack, user: str) -> str:
+    view = home_of(stack, user)
+    assert view is not None
+    return str(view["id"])
+
+
+def seed_ticket(app: Any, stack: Stack, channel: str, title: str, state: TicketState) -> Ticket:
+    """A ticket with its thread's first message in the emulator, without running the agent."""
+    ts = stack.slack.state.new_ts()
+    stack.slack.state.store_message(channel, {"type": "message", "user": GUEST, "text": title, "ts": ts})
+    store = app.services.store
+    ticket, _ = app.run_coroutine(store.open_ticket(
+        team_id="T0001", channel_id=channel, thread_ts=ts, requester_id=GUEST, environment="internal", title=title,
+    ))
+    if state != ticket.state:
+        ticket = app.run_coroutine(store.transition(ticket, state, "test"))
+    return ticket  # type: ignore[no-any-return]
+
+
+async def republished(stack: Stack, user: str, before: str, action: Any) -> str:
+    """Do something on the home and wait for the view published in answer."""
+    old = home_of(stack, user)
+    assert old is not None
+    delivery = await action()
+    assert delivery.status == 200
+
+    def changed() -> str | None:
+        view = home_of(stack, user)
+        return str(view["blocks"]) if view is not None and view.get("hash") != old.get("hash") else None
+
+    return await eventually(changed)
+
+
+async def test_staff_filter_the_home_by_status_and_channel(stack: Stack) -> None:
+    stack.slack.state.add_channel("C0005", "billing-help", members=[GUEST, STAFF], bot_member=True)
+    app = stack.start_app(worker=False)
+    working = seed_ticket(app, stack, SUPPORT, "printer on fire", TicketState.WORKING)
+    resolved = seed_ticket(app, stack, SUPPORT, "password reset", TicketState.RESOLVED)
+    billing = seed_ticket(app, stack, "C0005", "invoice twice", TicketState.WAITING_REQUESTER)
+
+    home = await open_home(stack, STAFF)
+    assert "Open (2)" in home and all(t in home for t in ("printer on fire", "password reset", "invoice twice"))
+    view_id = home_view_id(stack, STAFF)
+
+    # Status: only resolved tickets.
+    home = await republished(stack, STAFF, home, lambda: stack.slack.act_on_view(
+        view_id, ACTION_STATUS, STAFF, selected_option="resolved"))
+    assert "Resolved (1)" in home and "password reset" in home
+    assert "printer on fire" not in home and "invoice twice" not in home
+
+    # Channel on top: open tickets of #billing-help only.
+    home = await republished(stack, STAFF, home, lambda: stack.slack.act_on_view(
+        view_id, ACTION_STATUS, STAFF, selected_option="open_any"))
+    home = await republished(stack, STAFF, home, lambda: stack.slack.act_on_view(
+        view_id, ACTION_CHANNEL, STAFF, selected_conversation="C0005"))
+    assert "All open (1)" in home and "invoice twice" in home and "printer on fire" not in home
+    assert "'initial_conversation': 'C0005'" in home and "All channels" in home
+
+    # The choice is kept: opening the tab again shows the same filter.
+    home = await republished(stack, STAFF, home, lambda: stack.slack.send_event(
+        {"type": "app_home_opened", "user": STAFF, "channel": f"D{STAFF}", "tab": "home"}))
+    assert "invoice twice" in home and "printer on fire" not in home
+
+    # "All channels" drops the channel and keeps the status.
+    home = await republished(stack, STAFF, home, lambda: stack.slack.act_on_view(
+        view_id, ACTION_ALL_CHANNELS, STAFF))
+    assert "All open (2)" in home and "printer on fire" in home and "password reset" not in home
+
+    # Each ticket links to its thread, and its Trace button opens the trace modal.
+    link = f"https://emulated.slack.com/archives/C0005/p{billing.thread_ts.replace('.', '')}"
+    assert f"*<{link}|{billing.ref}>* invoice twice" in home
+    await stack.slack.act_on_view(view_id, "ticket_trace", STAFF, block_id=f"ticket:{working.id}")
+    modal = await eventually(lambda: next((v for v in stack.slack.state.views.values()
+                                           if v.get("type") == "modal" and "Trace #1" in str(v["title"])), None))
+    assert modal is not None and resolved.ref == "#2" and working.ref == "#1"
+
+    # Thread links are asked of Slack once per ticket, however often the home is published.
+    assert len(stack.slack.state.calls("chat.getPermalink")) == 3
+
+    # Another user's filter is their own, and a guest choosing a filter still gets the guest view.
+    other = await open_home(stack, ADMIN)
+    assert "printer on fire" in other and "password reset" in other
+    await open_home(stack, GUEST)
+    forged = {"action_id": ACTION_STATUS, "type": "static_select", "selected_option": {"value": "all"}}
+    guest = await republished(stack, GUEST, "", lambda: stack.slack.events.send_block_actions(
+        user=GUEST, channel="", message=None, actions=[forged], view=home_of(stack, GUEST)))
+    assert "I'm the support bot" in guest and "invoice twice" not in guest
+    app.stop()

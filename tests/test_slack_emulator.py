@@ -177,6 +177,19 @@ async def test_lookups_status_and_views(emu: SlackEmulator, client: AsyncWebClie
     home = await client.views_publish(user_id="U0001", view={"type": "home", "blocks": []})
     assert home["view"]["type"] == "home"
 
+    # Select menus are held to Slack's limits: the initial option must be one of the options.
+    def menu(options: list[str], initial: str) -> dict[str, Any]:
+        def opt(v: str) -> dict[str, Any]:
+            return {"text": {"type": "plain_text", "text": v}, "value": v}
+        return {"type": "home", "blocks": [{"type": "actions", "elements": [{
+            "type": "static_select", "action_id": "pick", "options": [opt(o) for o in options],
+            "initial_option": opt(initial)}]}]}
+
+    assert (await client.views_publish(user_id="U0001", view=menu(["a", "b"], "b")))["ok"]
+    for bad in (menu(["a", "b"], "c"), menu([], "a"), menu(["x" * 76], "x" * 76)):
+        err = await api_error(client.views_publish(user_id="U0001", view=bad))
+        assert err.response["error"] == "invalid_blocks"
+
 
 @pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing:UserWarning")
 async def test_channel_and_content_errors(emu: SlackEmulator, client: AsyncWebClient) -> None:

@@ -118,3 +118,14 @@ async def test_job_left_by_a_dead_consumer_is_reclaimed(redis: aioredis.Redis) -
     await asyncio.sleep(0.1)
     reclaimed = await live.reclaim()
     assert [j.ticket_id for j in reclaimed] == ["T1-1"]
+
+
+async def test_active_tickets_are_indexed_however_old(redis: aioredis.Redis) -> None:
+    store = TicketStore(redis)
+    first, _ = await open_ticket(store, thread_ts="1.0")
+    second, _ = await open_ticket(store, thread_ts="2.0")
+    assert [t.id for t in await store.active()] == [second.id, first.id]
+    await store.transition(first, TicketState.RESOLVED, "resolved by staff")
+    assert [t.id for t in await store.active()] == [second.id] and await store.count_active() == 1
+    await store.transition(first, TicketState.OPEN, "reopened")
+    assert await store.count_active() == 2

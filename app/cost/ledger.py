@@ -399,10 +399,21 @@ class CostLedger:
 
     async def ticket_total(self, ticket_id: str) -> Totals:
         """The ticket's running totals (zero when nothing was recorded)."""
-        raw: dict[str, str] = await self.redis.hgetall(f"{P}ticket:{ticket_id}")  # type: ignore[assignment]
-        totals = Totals.from_hash(raw)
-        totals.tickets = 1 if raw else 0
-        return totals
+        return (await self.ticket_totals([ticket_id]))[ticket_id]
+
+    async def ticket_totals(self, ticket_ids: Iterable[str]) -> dict[str, Totals]:
+        """Running totals of many tickets in one round trip (zero for those without costs)."""
+        ids = list(ticket_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ticket_id in ids:
+                pipe.hgetall(f"{P}ticket:{ticket_id}")
+            raws: list[dict[str, str]] = await pipe.execute()
+        out: dict[str, Totals] = {}
+        for ticket_id, raw in zip(ids, raws, strict=True):
+            totals = Totals.from_hash(raw)
+            totals.tickets = 1 if raw else 0
+            out[ticket_id] = totals
+        return out
 
     async def turns(self, ticket_id: str) -> list[TurnCost]:
         raw = await self.redis.lrange(f"{P}ticket:{ticket_id}:turns", 0, -1)

@@ -237,9 +237,3 @@ def cost_home_blocks(summary: HomeSummary, max_rows: int = 15) -> list[dict[str,
         ),
     ]
     return blocks[:MAX_VIEW_BLOCKS]
-
-
-def cost_home_view(summary: HomeSummary, extra_blocks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A complete `views.publish` home view: the cost blocks, then `extra_blocks`, capped at 100."""
-    blocks = cost_home_blocks(summary) + list(extra_blocks or [])
-    return {"type": "home", "blocks": blocks[:MAX_VIEW_BLOCKS]}

@@ -258,6 +258,42 @@ class SlackEmulator:
             message=msg, actions=[action],
         )
 
+    async def act_on_view(
+        self,
+        view_id: str,
+        action_id: str,
+        user: str = "U0001",
+        *,
+        block_id: str | None = None,
+        selected_option: str | None = None,
+        selected_conversation: str | None = None,
+    ) -> Delivery:
+        """Use the element `action_id` on a stored view (App Home or modal): click a button,
+        pick the option whose value is `selected_option`, or pick a conversation. `block_id`
+        tells apart elements that share an action id in different blocks."""
+        with self.state.lock:
+            view = copy.deepcopy(self.state.views.get(view_id))
+        if view is None:
+            raise KeyError(f"no view {view_id}")
+        blocks = [b for b in view.get("blocks") or [] if block_id is None or b.get("block_id") == block_id]
+        action = _find_action(blocks, action_id)
+        found = _find_element(blocks, action_id)
+        if action is None or found is None:
+            raise KeyError(f"no element with action_id={action_id} in view {view_id}")
+        element = found[1]
+        if selected_option is not None:
+            option = next((o for o in element.get("options") or [] if o.get("value") == selected_option), None)
+            if option is None:
+                raise KeyError(f"{action_id} has no option {selected_option!r}")
+            action["selected_option"] = option
+        if selected_conversation is not None:
+            action["selected_conversation"] = selected_conversation
+        user_obj = self.state.users.get(user)
+        return await self.events.send_block_actions(
+            user=user, user_name=user_obj.name if user_obj else "", channel="", message=None,
+            actions=[action], view=view,
+        )
+
     # ---- echo of the bot's own posts ---------------------------------------------------
 
     def _echo_posts(self, posted: list[tuple[str, dict[str, Any]]]) -> None:
@@ -374,23 +410,31 @@ async def _read_params(request: Request) -> tuple[dict[str, Any], str | None]:
     return decode_json_fields(params), bad
 
 
-def _find_action(blocks: list[dict[str, Any]], action_id: str) -> dict[str, Any] | None:
+def _find_element(blocks: list[dict[str, Any]], action_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(block, element) of the interactive element `action_id`."""
     for block in blocks:
         elements = list(block.get("elements") or [])
         if isinstance(block.get("accessory"), dict):
             elements.append(block["accessory"])
         for el in elements:
             if isinstance(el, dict) and el.get("action_id") == action_id:
-                action: dict[str, Any] = {
-                    "action_id": action_id, "block_id": block.get("block_id", ""),
-                    "type": el.get("type", "button"),
-                }
-                if "value" in el:
-                    action["value"] = el["value"]
-                elif el.get("type") == "feedback_buttons":
-                    action["value"] = (el.get("positive_button") or {}).get("value")
-                if isinstance(el.get("text"), dict):
-                    action["text"] = el["text"]
-                return action
+                return block, el
     return None
 
+
+def _find_action(blocks: list[dict[str, Any]], action_id: str) -> dict[str, Any] | None:
+    found = _find_element(blocks, action_id)
+    if found is None:
+        return None
+    block, el = found
+    action: dict[str, Any] = {
+        "action_id": action_id, "block_id": block.get("block_id", ""),
+        "type": el.get("type", "button"),
+    }
+    if "value" in el:
+        action["value"] = el["value"]
+    elif el.get("type") == "feedback_buttons":
+        action["value"] = (el.get("positive_button") or {}).get("value")
+    if isinstance(el.get("text"), dict):
+        action["text"] = el["text"]
+    return action

@@ -90,6 +90,20 @@ def _invalid_blocks(why: str) -> ApiError:
     return ApiError("invalid_blocks", errors=[why], response_metadata=meta)
 
 
+def _check_select(menu: dict[str, Any], where: str) -> None:
+    """Slack's static_select limits: 1-100 options, text up to 75 and value up to 150
+    characters, and an initial option that is one of the options."""
+    options = menu.get("options") or []
+    if not 1 <= len(options) <= 100:
+        raise _invalid_blocks(f"must have 1 to 100 options {where}/options")
+    for option in options:
+        if text_len(option.get("text")) > 75 or len(str(option.get("value", ""))) > 150:
+            raise _invalid_blocks(f"option too long {where}/options")
+    initial = menu.get("initial_option")
+    if initial is not None and initial not in options:
+        raise _invalid_blocks(f"initial_option must match one of the options {where}/initial_option")
+
+
 def check_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[dict[str, Any]]:
     if isinstance(blocks, _Invalid) or not isinstance(blocks, list):
         raise ApiError("invalid_blocks_format")
@@ -123,6 +137,10 @@ def check_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[dict[str,
             for el in elements or []:
                 if isinstance(el, dict) and len(str(el.get("action_id", ""))) > 255:
                     raise _invalid_blocks(f"action_id too long {where}/elements")
+                if isinstance(el, dict) and el.get("type") == "static_select":
+                    _check_select(el, where)
+        if isinstance(block.get("accessory"), dict) and block["accessory"].get("type") == "static_select":
+            _check_select(block["accessory"], where)
     if markdown_total > MARKDOWN_LIMIT:
         raise ApiError("msg_blocks_too_long")
     return blocks

@@ -11,6 +11,7 @@ Keys (all under `sa:`):
   team:<team>:seq              ticket number counter per workspace
   team:<team>:numbers          hash number -> ticket id
   tickets                      zset of ticket ids by creation time
+  tickets:active               zset of the ids of tickets in an active state, by creation time
   channel:<team>:<channel>     zset of that channel's ticket ids by creation time
   dedupe:event:<event id>, dedupe:msg:<channel>:<ts>   delivery dedupe markers
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from app.tickets.model import InboxMessage, Ticket, TicketState, Transition
+from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket, TicketState, Transition
 
 P = "sa:"
 DEDUPE_TTL_SECONDS = 24 * 3600
@@ -94,6 +95,7 @@ class TicketStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(f"{P}ticket:{ticket.id}", ticket.model_dump_json())
             pipe.zadd(f"{P}tickets", {ticket.id: ticket.created_at})
+            pipe.zadd(f"{P}tickets:active", {ticket.id: ticket.created_at})
             pipe.zadd(f"{P}channel:{team_id}:{channel_id}", {ticket.id: ticket.created_at})
             pipe.rpush(
                 f"{P}ticket:{ticket.id}:transitions",
@@ -125,6 +127,10 @@ class TicketStore:
             pipe.set(f"{P}ticket:{ticket.id}", ticket.model_dump_json())
             if ticket.session_id:
                 pipe.set(f"{P}session:{ticket.session_id}", ticket.id)
+            if ticket.state in ACTIVE_STATES:
+                pipe.zadd(f"{P}tickets:active", {ticket.id: ticket.created_at})
+            else:
+                pipe.zrem(f"{P}tickets:active", ticket.id)
             await pipe.execute()
 
     async def transition(
@@ -155,6 +161,14 @@ class TicketStore:
         else:
             ids = await self.redis.zrevrangebyscore(f"{P}tickets", "+inf", since, start=0, num=limit)
         return await self._many(ids)
+
+    async def active(self, limit: int = 500) -> list[Ticket]:
+        """Tickets in an active state, newest first, however old they are."""
+        ids = await self.redis.zrevrange(f"{P}tickets:active", 0, limit - 1)
+        return await self._many(ids)
+
+    async def count_active(self) -> int:
+        return int(await self.redis.zcard(f"{P}tickets:active"))
 
     async def _many(self, raw_ids: Iterable[Any]) -> list[Ticket]:
         ids = [str(i) for i in raw_ids]
