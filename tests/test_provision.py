@@ -76,8 +76,8 @@ def writes(stack: Stack) -> list[dict[str, Any]]:
 
 
 def recorded(stack: Stack) -> dict[str, str]:
-    raw = sync_redis.Redis.from_url(stack.redis_url, decode_responses=True).hgetall(PROVISIONED)
-    return dict(raw)
+    raw: dict[str, str] = sync_redis.Redis.from_url(stack.redis_url, decode_responses=True).hgetall(PROVISIONED)  # type: ignore[assignment]
+    return raw
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +116,9 @@ def test_real_run_then_a_second_run_changes_nothing(stack: Stack, capsys: pytest
     }
     assert [s.name for s in agents["support-agent-customers"].mcp_servers] == ["knowledge_base"]
     envs = {e.name: e for e in client.beta.environments.list()}
-    net = envs["support-customers"].config.networking.model_dump(mode="json")
+    config = envs["support-customers"].config
+    assert config.type == "cloud"
+    net = config.networking.model_dump(mode="json")
     assert net["type"] == "limited" and net["allow_mcp_servers"] is True
     ids = recorded(stack)
     vault_internal = ids["vault:internal"]

@@ -138,7 +138,7 @@ def test_dry_run_lists_exactly_the_expired_and_the_run_deletes_only_those(
     assert {(e["environment"], e["retention_days"]) for e in listed} == {("internal", 90), ("customers", 30)}
     code = main(["retention", "run", "--dry-run"])
     out, err = capsys.readouterr()
-    assert code == 0 and len(out.strip().splitlines()) == 2 and all(s in out for s in expired)
+    assert code == 0 and len(out.strip().splitlines()) == 2 and all(str(s) in out for s in expired)
     assert "2 sessions past retention (dry run: nothing deleted)" in err
     assert session_ids(emulator) == before
     assert emulator.state.deleted_sessions == set()
