@@ -20,6 +20,7 @@ from app.slack.blocks import STOPPABLE_STATES, control_blocks
 from app.slack.bolt_app import build_bolt_app
 from app.tickets.channel_loss import ChannelLoss
 from app.tickets.model import Ticket, TicketState
+from app.trace import record
 from app.web import build_web_app
 from app.worker import Worker
 
@@ -56,8 +57,16 @@ def make_worker(services: Services) -> Worker:
     loss = ChannelLoss(services.store, services.anthropic)
 
     def renderer(s: Services) -> StreamRenderer:
+        async def stream_event(ticket: Ticket, event: str, detail: dict[str, Any]) -> None:
+            await record.record_stream(s.redis, ticket.id, event=event, detail=detail)
+
         return StreamRenderer(
-            s.slack, s.redis, footer=costs.footer, controls=turn_controls, on_fatal=loss.on_render_failure
+            s.slack,
+            s.redis,
+            footer=costs.footer,
+            controls=turn_controls,
+            on_fatal=loss.on_render_failure,
+            on_stream_event=stream_event,
         )
 
     budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from app.render.slack_text import neutralise_mentions
 from app.render.stream import StreamRenderer
 from app.sandbox.slack_api import RateLimitConfig, SlackEmulator
 from app.tickets.model import Ticket
+from app.trace import record
 
 SCALE = 60.0
 BOT = "UBOT"
@@ -142,6 +144,63 @@ async def test_a_turn_many_stream_lifetimes_long_rotates_streams(slack: SlackEmu
     assert "context_actions" in block_types(msgs[-1])
 
 
+async def test_rotations_are_reported_for_the_trace(
+    slack: SlackEmulator, make: Any, redis: aioredis.Redis
+) -> None:
+    """The worker's hook: each rotation (and expiry) lands in the ticket's trace record."""
+    slack.configure(stream_lifetime=0.25)
+
+    async def to_trace(ticket: Ticket, event: str, detail: dict[str, Any]) -> None:
+        await record.record_stream(redis, ticket.id, event=event, detail=detail)
+
+    renderer = make(rotate_after=0.15, flush_interval=0.03, on_stream_event=to_trace)
+    ticket = await new_ticket(slack)
+    turn = synthetic_turn("rot", tool_calls=3, answer_chars=1_500, delta_chars=20, seconds=1.0)
+    await play(renderer, ticket, turn)
+
+    recorded = await record.streams(redis, ticket.id)
+    rotated = [r["detail"] for r in recorded if r["event"] == "rotated"]
+    assert renderer.stats.rotations >= 1 and len(rotated) == renderer.stats.rotations
+    assert len([r for r in recorded if r["event"] == "expired"]) == renderer.stats.expired
+    assert {r["event"] for r in recorded} <= {"rotated", "expired"}
+    # Each rotated message was stopped (or, expired first, finished with chat.update).
+    finished = {c.params["ts"] for method in ("chat.stopStream", "chat.update") for c in slack.state.ok_calls(method)}
+    for detail in rotated:
+        assert set(detail) == {"ts", "age_seconds"}
+        assert detail["age_seconds"] >= 0.15  # rotated only once rotate_after had passed
+        assert detail["ts"] in {m["ts"] for m in bot_messages(slack, ticket)} and detail["ts"] in finished
+    assert all(isinstance(r["at"], float) for r in recorded)
+
+
+async def test_a_failing_stream_hook_does_not_break_the_turn(
+    slack: SlackEmulator, make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.configure(stream_lifetime=0.25)
+    calls: list[str] = []
+
+    async def broken(ticket: Ticket, event: str, detail: dict[str, Any]) -> None:
+        calls.append(event)
+        raise RuntimeError("redis is down")
+
+    renderer = make(rotate_after=0.15, flush_interval=0.03, on_stream_event=broken)
+    ticket = await new_ticket(slack)
+    turn = synthetic_turn("brk", tool_calls=3, answer_chars=1_500, delta_chars=20, seconds=1.0)
+    with caplog.at_level(logging.ERROR, logger="app.render.stream"):
+        await play(renderer, ticket, turn)
+
+    intro, answer = turn.messages
+    assert renderer.stats.rotations >= 1 and calls.count("rotated") == renderer.stats.rotations
+    assert shown(slack, ticket) in (intro + "\n\n" + answer, intro + answer)
+    assert lost_chars(turn.messages, shown(slack, ticket)) == 0
+    msgs = bot_messages(slack, ticket)
+    for m in msgs:
+        assert m["stream"]["state"] == "stopped" or "edited" in m
+    assert "context_actions" in block_types(msgs[-1])  # the turn was finished
+    failures = [r for r in caplog.records if r.getMessage() == "recording a stream event failed"]
+    assert len(failures) == len(calls)
+    assert not [r for r in caplog.records if r.getMessage() in ("rendering failed", "renderer stopped")]
+
+
 async def test_an_expired_stream_is_finished_with_chat_update(slack: SlackEmulator, make: Any) -> None:
     slack.configure(stream_lifetime=0.3)
     renderer = make(rotate_after=600.0, flush_interval=0.05)  # never rotates in time
@@ -196,7 +255,12 @@ async def test_fallback_updates_one_message_where_streaming_is_refused(
     slack: SlackEmulator, make: Any, refusal: str
 ) -> None:
     slack.state.fail_next("chat.startStream", refusal)
-    renderer = make()
+    events: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def hook(ticket: Ticket, event: str, detail: dict[str, Any]) -> None:
+        events.append((ticket.id, event, detail))
+
+    renderer = make(on_stream_event=hook)
     for n in (1, 2):
         ticket = await new_ticket(slack, n)
         turn = synthetic_turn(f"fb{n}", tool_calls=3, answer_chars=1_500, seconds=0.6)
@@ -214,6 +278,7 @@ async def test_fallback_updates_one_message_where_streaming_is_refused(
     assert len(slack.state.ok_calls("chat.postMessage")) == 2
     assert len(slack.state.ok_calls("chat.update")) >= 2
     assert renderer.stats.fallbacks == 1
+    assert events == [("T0001-1", "refused", {"error": refusal, "scope": "workspace"})]
 
 
 async def test_a_recipient_slack_refuses_falls_back_for_that_turn_only(
@@ -531,13 +596,20 @@ async def test_when_stream_starts_run_short_a_turn_posts_instead(
     from app.render.ratelimit import DEFAULT_LIMITS, Limit
 
     limits = {**DEFAULT_LIMITS, "chat.startStream": Limit(per_minute=1, burst=1)}
+    events: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def hook(ticket: Ticket, event: str, detail: dict[str, Any]) -> None:
+        events.append((ticket.id, event, detail))
+
     renderer = StreamRenderer(slack.client(), redis, buckets=TokenBuckets(redis, limits, safety=0),
-                              flush_interval=0.05, start_wait=0.2)
+                              flush_interval=0.05, start_wait=0.2, on_stream_event=hook)
     first, second = await new_ticket(slack, 1), await new_ticket(slack, 2)
     turns = [synthetic_turn(f"c{n}", tool_calls=2, answer_chars=400, seconds=0.4) for n in (1, 2)]
     await asyncio.gather(play(renderer, first, turns[0]), play(renderer, second, turns[1]))
     kinds = sorted("stream" in bot_messages(slack, t)[0] for t in (first, second))
     assert kinds == [False, True] and renderer.stats.congested == 1
+    posted = next(t for t in (first, second) if "stream" not in bot_messages(slack, t)[0])
+    assert events == [(posted.id, "congested", {"ts": bot_messages(slack, posted)[0]["ts"], "waited_seconds": 0.2})]
     for ticket, turn in ((first, turns[0]), (second, turns[1])):
         assert shown(slack, ticket) == "\n\n".join(turn.messages)
         assert "context_actions" in block_types(bot_messages(slack, ticket)[-1])

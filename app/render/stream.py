@@ -29,6 +29,9 @@ message posted with `chat.postMessage` and edited with `chat.update` on the same
 same happens when no stream start can be had within `start_wait` seconds: starts are Slack's
 scarcest budget (Tier 2, shared by the workspace), and under a burst of turns a message now
 beats a stream in a minute.
+
+Each of those (a rotation, an expired stream, a refusal, a congested start) is also reported
+to `on_stream_event(ticket, event, detail)`, which the worker records for the ticket's trace.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ log = logging.getLogger(__name__)
 Footer = Callable[[Ticket], "str | Awaitable[str | None] | None"]
 Controls = Callable[[Ticket], list[dict[str, Any]]]
 Observer = Callable[[Ticket, list[Any]], None]
+# (ticket, "rotated" | "expired" | "refused" | "congested", detail)
+StreamObserver = Callable[[Ticket, str, dict[str, Any]], Awaitable[None]]
 
 STREAM, UPDATE = "stream", "update"
 EXPIRED = "message_not_in_streaming_state"
@@ -255,6 +260,7 @@ class StreamRenderer:
         idle_timeout: float = 1800.0,
         on_visible: Observer | None = None,
         on_fatal: Callable[[Ticket, str], Awaitable[None]] | None = None,
+        on_stream_event: StreamObserver | None = None,
         key_prefix: str = "render",
     ) -> None:
         self.slack = slack
@@ -276,6 +282,7 @@ class StreamRenderer:
         self.start_wait = start_wait
         self.on_visible = on_visible
         self.on_fatal = on_fatal
+        self.on_stream_event = on_stream_event
         self.key_prefix = key_prefix
         self.stats = RenderStats()
         self._turns: dict[str, Turn] = {}
@@ -454,6 +461,8 @@ class StreamRenderer:
             "streaming refused; updating one message instead",
             extra={"ticket": turn.ticket.id, "error": error},
         )
+        scope = "workspace" if error in REFUSED_TEAM else "turn"
+        await self._stream_event(turn, "refused", {"error": error, "scope": scope})
         if error in REFUSED_TEAM:
             self._no_stream[turn.ticket.team_id] = time.monotonic() + 3600
             if self.redis is not None:
@@ -615,8 +624,11 @@ class StreamRenderer:
         msg = turn.current
         if msg is not None and msg.mode == STREAM and time.monotonic() - msg.started >= self.rotate_after:
             self.stats.rotations += 1
+            age = time.monotonic() - msg.started
             await self._stop(turn, msg, None)
             turn.status_wanted = not turn.ending.is_set()
+            # Only once the stop went through: a stop that fails is retried, and reported once.
+            await self._stream_event(turn, "rotated", {"ts": msg.ts, "age_seconds": round(age, 3)})
         if turn.ending.is_set():
             await self._finish(turn)
             return
@@ -666,6 +678,15 @@ class StreamRenderer:
             msg.closed = True
         if turn.ending.is_set() and not turn.outbox:
             turn.finished = True
+
+    async def _stream_event(self, turn: Turn, event: str, detail: dict[str, Any]) -> None:
+        """Tell `on_stream_event`; its failure is logged and never stops the turn."""
+        if self.on_stream_event is None:
+            return
+        try:
+            await self.on_stream_event(turn.ticket, event, detail)
+        except Exception:
+            log.exception("recording a stream event failed", extra={"ticket": turn.ticket.id, "event": event})
 
     # ---- batches --------------------------------------------------------------------------
 
@@ -851,6 +872,9 @@ class StreamRenderer:
             if started is not None:
                 return started
             self.stats.congested += 1
+            posted = await self._post(turn, final)
+            await self._stream_event(turn, "congested", {"ts": posted.ts, "waited_seconds": self.start_wait})
+            return posted
         return await self._post(turn, final)
 
     async def _start(self, turn: Turn, max_wait: float | None = None) -> SlackMessage | None:
@@ -947,6 +971,7 @@ class StreamRenderer:
         self.stats.expired += 1
         log.info("stream expired; finishing it with chat.update", extra={"ticket": turn.ticket.id})
         msg.mode = UPDATE
+        await self._stream_event(turn, "expired", {"ts": msg.ts})
         await self._update(turn, msg, final)
         if turn.streaming:
             msg.closed = True

@@ -3,5 +3,6 @@
 - `build_trace(client, store, ticket, scrubber)` -> `Trace` (`app.trace.build`)
 - `render(trace, "text" | "json" | "jsonl")` (`app.trace.render`)
 - `find_ticket(store, "#42" | "T123#42" | slack link | "sesn_...")` (`app.trace.lookup`)
-- `record_approval` / `record_follow` / `record_webhook`: what only we know (`app.trace.record`)
+- `record_approval` / `record_follow` / `record_webhook` / `record_stream`: what only we know
+  (`app.trace.record`)
 """

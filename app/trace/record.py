@@ -1,5 +1,5 @@
 """What only we know about a ticket, kept for its trace: who approved a tool, which worker
-followed it and why (takeovers), which webhooks woke it.
+followed it and why (takeovers), which webhooks woke it, what Slack did to its streams.
 
 The session's event history says *that* a tool was confirmed, never *who* clicked; the
 approval handler (`app.slack.approvals`) records that. Keys (all under `sa:ticket:<id>:`):
@@ -7,6 +7,8 @@ approval handler (`app.slack.approvals`) records that. Keys (all under `sa:ticke
                     app.slack.approvals, which writes it with HSETNX)
   follows     list  {"at", "worker", "reason", "fence"}, oldest first (last FOLLOWS_KEPT)
   webhooks    list  {"at", "id", "type", "action"}, oldest first (last WEBHOOKS_KEPT)
+  streams     list  {"at", "event", "detail"}, oldest first (last STREAMS_KEPT); event is
+                    rotated | expired | refused | congested (app.render.stream)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import redis.asyncio as aioredis
 
 FOLLOWS_KEPT = 200
 WEBHOOKS_KEPT = 200
+STREAMS_KEPT = 200
 
 # Reasons a worker starts following a ticket that mean another worker had it before.
 TAKEOVER_REASONS = ("takeover", "reclaimed")
@@ -91,4 +94,19 @@ async def record_webhook(
 
 async def webhooks(redis: aioredis.Redis, ticket_id: str) -> list[dict[str, Any]]:
     raw = await redis.lrange(_key(ticket_id, "webhooks"), 0, -1)  # type: ignore[misc]
+    return [json.loads(r) for r in raw]
+
+
+async def record_stream(redis: aioredis.Redis, ticket_id: str, *, event: str, detail: dict[str, Any]) -> None:
+    """Something Slack did to one of the ticket's streamed messages (see `app.render.stream`)."""
+    value = json.dumps({"at": time.time(), "event": event, "detail": detail})
+    key = _key(ticket_id, "streams")
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.rpush(key, value)
+        pipe.ltrim(key, -STREAMS_KEPT, -1)
+        await pipe.execute()
+
+
+async def streams(redis: aioredis.Redis, ticket_id: str) -> list[dict[str, Any]]:
+    raw = await redis.lrange(_key(ticket_id, "streams"), 0, -1)  # type: ignore[misc]
     return [json.loads(r) for r in raw]
