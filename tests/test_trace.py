@@ -1,8 +1,9 @@
 """`support-agent trace`: a ticket's timeline from the session history joined with our records.
 
 The session runs in the Managed Agents emulator (real anthropic client over HTTP); the ticket,
-its transitions, the cost ledger, the approver and a worker takeover live in a real Redis. The
-CLI is run in-process through `app.cli.main` with its settings in the environment.
+its transitions, the cost ledger, the approver, a Slack stream rotation and a worker takeover
+live in a real Redis. The CLI is run in-process through `app.cli.main` with its settings in the
+environment.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from app.trace.lookup import TicketNotFound, find_ticket, parse_slack_link
 API_KEY = "sk-ant-trace-test-key"
 MCP_SECRET = "mcp-internal-secret-value-42"
 TEAM, CHANNEL, THREAD = "T0001", "C0001", "1700000000.123456"
+ROTATED_TS = "1700000000.000100"
+ROTATION = f"Slack stream rotated after 4m 30s (message {ROTATED_TS})"
 
 SCENARIO = {"rules": [{"match": None, "steps": [
     {"thinking": {}},
@@ -100,7 +103,7 @@ async def _drive(client: Any, session_id: str, approvals: dict[str, str]) -> lis
 
 async def make_ticket(emulator: AgentsEmulator, redis_url: str) -> Ticket:
     """A worked ticket: tool calls (built-in, MCP, custom), an approval and a denial with their
-    approver, an error, ledger costs, and a takeover by a second worker."""
+    approver, an error, ledger costs, a Slack stream rotation and a takeover by a second worker."""
     emulator.set_scenario(SCENARIO)
     client = emulator.client(max_retries=0)
     redis = connect(redis_url)
@@ -140,6 +143,9 @@ async def make_ticket(emulator: AgentsEmulator, redis_url: str) -> Ticket:
         await ledger.record_snapshot(ticket, model="claude-sonnet-4-6", usage_snapshot=usage_event.usage,
                                      source_event_id=usage_event.id, at=usage_event.processed_at)
         await ledger.close_turn(ticket.id)
+        # The renderer rotated the turn's Slack stream (the worker records it like this).
+        await record.record_stream(redis, ticket.id, event="rotated",
+                                   detail={"ts": ROTATED_TS, "age_seconds": 270.0})
         # The first worker died; another took the ticket over.
         await record.record_follow(redis, ticket.id, worker="worker-b", reason="takeover", fence=2)
         ticket = await store.transition(ticket, TicketState.WAITING_REQUESTER, "agent answered")
@@ -179,6 +185,13 @@ def test_trace_in_three_formats(world: dict[str, Any], capsys: pytest.CaptureFix
     assert kinds.index("takeover") > max(i for i, k in enumerate(kinds) if k == "turn")
     assert entries[-1]["kind"] == "ticket" and entries[-1]["detail"]["to"] == "waiting_requester"
     assert entries[kinds.index("takeover")]["detail"] == {"worker": "worker-b", "reason": "takeover", "fence": 2}
+    # The stream rotation, in time order between the turn's end and the takeover.
+    assert kinds.count("stream") == 1
+    assert max(i for i, k in enumerate(kinds) if k == "turn") < kinds.index("stream") < kinds.index("takeover")
+    rotation = entries[kinds.index("stream")]
+    assert rotation["summary"] == ROTATION and rotation["source"] == "slack" and rotation["turn"] is None
+    assert rotation["detail"] == {"event": "rotated", "ts": ROTATED_TS, "age_seconds": 270.0}
+    assert rotation["at"] is not None
 
     tools = {e["detail"]["label"]: e for e in entries if e["kind"] == "tool_call"}
     assert list(tools) == ["bash", "knowledge_base.search_docs", "escalate_to_human",
@@ -234,6 +247,9 @@ def test_trace_in_three_formats(world: dict[str, Any], capsys: pytest.CaptureFix
     assert [r["kind"] for r in records] == kinds
     assert all(r["ticket_id"] == ticket.id and r["session_id"] == ticket.session_id for r in records)
     assert [r["summary"] for r in records] == [e["summary"] for e in entries]
+    (streamed,) = [r for r in records if r["kind"] == "stream"]
+    assert streamed["summary"] == ROTATION and streamed["detail"] == rotation["detail"]
+    assert streamed["at"] == rotation["at"] and streamed["ticket_id"] == ticket.id
 
     # Text: a header and one line per entry (plus indented details).
     code, text, err = run_cli(capsys, ticket.session_id or "")
@@ -244,6 +260,7 @@ def test_trace_in_three_formats(world: dict[str, Any], capsys: pytest.CaptureFix
     body = [line for line in text.splitlines() if line[:4].isdigit()]
     assert len(body) == len(entries)
     assert any("TAKEOVER" in line and "worker-b" in line for line in body)
+    assert [line[24:] for line in body if ROTATION in line] == [f"        stream    {ROTATION}"]
     assert any("ERROR" in line and "model_overloaded_error (retrying)" in line for line in body)
     assert any("knowledge_base.search_docs (MCP) · ok" in line and "approved by U0002" in line for line in body)
     assert any("approval  deny knowledge_base.delete_account by U0002" in line for line in body)

@@ -59,6 +59,7 @@ KIND_ICONS = {
     k.WORKER: ":gear:",
     k.TAKEOVER: ":arrows_counterclockwise:",
     k.WEBHOOK: ":incoming_envelope:",
+    k.STREAM: ":speech_balloon:",
     k.SESSION: ":small_orange_diamond:",
 }
 

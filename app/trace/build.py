@@ -1,8 +1,8 @@
 """Build a ticket's trace from the session's event history joined with our own records.
 
 `gather_trace` does the I/O (every page of `sessions.events.list`, the ticket's transitions,
-cost ledger, approvals, follows, webhooks); `assemble` is pure and turns what was gathered into
-the ordered timeline, so it can be tested on plain event dicts.
+cost ledger, approvals, follows, webhooks, stream events); `assemble` is pure and turns what
+was gathered into the ordered timeline, so it can be tested on plain event dicts.
 
 Secrets never reach an entry: every string from the session or our records passes the
 Scrubber (the one that scrubs logs) *before* it is clipped, so a clipped credential cannot
@@ -150,6 +150,7 @@ class Gathered:
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
     follows: list[dict[str, Any]] = field(default_factory=list)
     webhooks: list[dict[str, Any]] = field(default_factory=list)
+    streams: list[dict[str, Any]] = field(default_factory=list)
     session: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -183,6 +184,7 @@ async def gather_trace(client: AsyncAnthropic | None, store: TicketStore, ticket
     got.approvals = await record.approvals(redis, ticket.id)
     got.follows = await record.follows(redis, ticket.id)
     got.webhooks = await record.webhooks(redis, ticket.id)
+    got.streams = await record.streams(redis, ticket.id)
     session_id = ticket.session_id
     if not session_id:
         got.warnings.append("no agent session yet")
@@ -593,8 +595,17 @@ class _Assembler:
                 summary=f"webhook {w.get('type')}: {w.get('action')}",
                 detail={"webhook_id": w.get("id"), "type": w.get("type"), "action": w.get("action")},
             )))
+        out.extend((_epoch(st.get("at")), self.stream(st)) for st in self.got.streams)
         out.sort(key=lambda pair: pair[0] or 0.0)
         return out
+
+    def stream(self, st: dict[str, Any]) -> TraceEntry:
+        event = self.text(st.get("event"), 50)
+        raw = st.get("detail")
+        detail = clip_data(self.s.data(raw)) if isinstance(raw, dict) else {}
+        return k.TraceEntry(
+            kind=k.STREAM, source="slack", summary=_stream_summary(event, detail), detail={**detail, "event": event},
+        )
 
     # -- result --------------------------------------------------------------------------------
 
@@ -621,6 +632,25 @@ class _Assembler:
 
 def _stop_type(ev: dict[str, Any]) -> str:
     return str((ev.get("stop_reason") or {}).get("type") or "end_turn")
+
+
+def _stream_summary(event: str, d: dict[str, Any]) -> str:
+    """One line for a stream event recorded by the renderer (`app.render.stream`)."""
+    message = f" (message {d['ts']})" if d.get("ts") else ""
+    if event == "rotated":
+        age = d.get("age_seconds")
+        after = f" after {format_duration(age)}" if isinstance(age, int | float) else ""
+        return f"Slack stream rotated{after}{message}"
+    if event == "expired":
+        return f"Slack stream expired before it was stopped; finished with chat.update{message}"
+    if event == "refused":
+        scope = " for the workspace" if d.get("scope") == "workspace" else ""
+        return f"Slack refused streaming{scope} ({d.get('error') or 'no error given'}); fell back to an edited message"
+    if event == "congested":
+        waited = d.get("waited_seconds")
+        within = f" within {format_duration(waited)}" if isinstance(waited, int | float) else ""
+        return f"no Slack stream start{within}; posted a message instead{message}"
+    return f"Slack stream {event or 'event'}{message}"
 
 
 def _turn_summary(turn: int, d: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 Entries come from the session's event history (messages, tool calls with their results,
 approvals, status changes, errors), our ticket record (state transitions), the cost ledger
-(usage and cost per turn) and our own records (who approved, which worker followed, webhooks).
+(usage and cost per turn) and our own records (who approved, which worker followed, webhooks,
+what Slack did to the streamed replies).
 Every text field has been scrubbed of secrets before it gets here.
 """
 
@@ -26,11 +27,12 @@ INTERRUPT = "interrupt"
 WORKER = "worker"  # a worker started following the ticket
 TAKEOVER = "takeover"  # ... after another worker lost it
 WEBHOOK = "webhook"
+STREAM = "stream"  # Slack rotated, expired, refused or had no start for a streamed reply
 SESSION = "session"  # anything else the session reported (updates, threads, outcomes, ...)
 
 KINDS = (
     TICKET, USER_MESSAGE, AGENT_MESSAGE, TOOL_CALL, APPROVAL, STATUS, ERROR, TURN, COST,
-    INTERRUPT, WORKER, TAKEOVER, WEBHOOK, SESSION,
+    INTERRUPT, WORKER, TAKEOVER, WEBHOOK, STREAM, SESSION,
 )
 
 
@@ -40,7 +42,7 @@ class TraceEntry(BaseModel):
     kind: str
     summary: str
     turn: int | None = None
-    source: str = "session"  # session | ticket | ledger | worker | webhook
+    source: str = "session"  # session | ticket | ledger | worker | webhook | slack
     event_id: str | None = None
     actor: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)

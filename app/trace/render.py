@@ -23,6 +23,7 @@ KIND_LABELS = {
     k.WORKER: "worker",
     k.TAKEOVER: "TAKEOVER",
     k.WEBHOOK: "webhook",
+    k.STREAM: "stream",
     k.SESSION: "session",
 }
 
