@@ -59,6 +59,7 @@ def world(redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     monkeypatch.setenv("SUPPORT_AGENT_CONFIG", str(ROOT / "support-agent.yml"))
     monkeypatch.setenv("MCP_TOKEN_INTERNAL", MCP_SECRET)
+    monkeypatch.setenv("ANTHROPIC_CONSOLE_WORKSPACE", "support-ws")
     for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     try:
@@ -174,7 +175,7 @@ def test_trace_in_three_formats(world: dict[str, Any], capsys: pytest.CaptureFix
     _no_secrets(out)
     doc = json.loads(out)
     assert doc["ticket"]["id"] == ticket.id and doc["ticket"]["state"] == "waiting_requester"
-    assert doc["console_url"] == f"https://platform.claude.com/sessions/{ticket.session_id}"
+    assert doc["console_url"] == f"https://platform.claude.com/workspaces/support-ws/sessions/{ticket.session_id}"
     entries = doc["entries"]
     assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
     kinds = [e["kind"] for e in entries]
@@ -256,7 +257,7 @@ def test_trace_in_three_formats(world: dict[str, Any], capsys: pytest.CaptureFix
     assert code == 0, err
     _no_secrets(text)
     assert text.startswith(f"Ticket #1 ({ticket.id}) · waiting_requester · environment internal")
-    assert f"https://platform.claude.com/sessions/{ticket.session_id}" in text
+    assert f"https://platform.claude.com/workspaces/support-ws/sessions/{ticket.session_id}" in text
     body = [line for line in text.splitlines() if line[:4].isdigit()]
     assert len(body) == len(entries)
     assert any("TAKEOVER" in line and "worker-b" in line for line in body)

@@ -98,7 +98,7 @@ async def test_support_trace_opens_the_modal_for_staff_and_refuses_others(stack:
     assert "how do I reset my password?" in text and "Use the reset link on the sign-in page." in text
     assert "web_search (built-in) · ok" in text and "turn 1 ended (end_turn)" in text
     buttons = [e for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    assert buttons[0]["url"] == f"https://platform.claude.com/sessions/{ticket.session_id}"
+    assert buttons[0]["url"] == f"https://platform.claude.com/workspaces/default/sessions/{ticket.session_id}"
     assert len(views(stack)) == 1
 
     # Unknown ticket: said so.

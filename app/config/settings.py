@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
     anthropic_webhook_signing_key: SecretStr | None = None
+    # The Console workspace of the API key: session links in traces point into it.
+    anthropic_console_workspace: str = "default"
 
     redis_url: SecretStr | None = None
     redis_data_dir: Path = Path("var")

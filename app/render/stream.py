@@ -623,9 +623,9 @@ class StreamRenderer:
             turn.ending.set()
         msg = turn.current
         if msg is not None and msg.mode == STREAM and time.monotonic() - msg.started >= self.rotate_after:
-            self.stats.rotations += 1
             age = time.monotonic() - msg.started
             await self._stop(turn, msg, None)
+            self.stats.rotations += 1
             turn.status_wanted = not turn.ending.is_set()
             # Only once the stop went through: a stop that fails is retried, and reported once.
             await self._stream_event(turn, "rotated", {"ts": msg.ts, "age_seconds": round(age, 3)})

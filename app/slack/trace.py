@@ -190,7 +190,8 @@ class TraceModal:
             if raw:
                 cached: dict[str, Any] = json.loads(raw)
                 return cached
-        trace = await build_trace(self.services.anthropic, self.services.store, ticket, self.services.scrubber)
+        s = self.services
+        trace = await build_trace(s.anthropic, s.store, ticket, s.scrubber, s.settings.anthropic_console_workspace)
         out = {
             "header": header_text(trace),
             "meta": {

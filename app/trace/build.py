@@ -32,7 +32,7 @@ from app.trace.model import Trace, TraceEntry
 
 log = logging.getLogger(__name__)
 
-CONSOLE_SESSION_URL = "https://platform.claude.com/sessions/{session_id}"
+CONSOLE_SESSION_URL = "https://platform.claude.com/workspaces/{workspace}/sessions/{session_id}"
 TEXT_CHARS = 4000  # message text kept per entry
 SUMMARY_CHARS = 300  # message text in the one-line summary
 RESULT_CHARS = 500  # tool result summary
@@ -58,8 +58,9 @@ ERROR_EXTRAS = ("mcp_server_name", "credential_id", "vault_id")
 SILENT = {"agent.thinking", "span.model_request_start", "span.outcome_evaluation_ongoing", "session.usage"}
 
 
-def console_url(session_id: str | None) -> str | None:
-    return CONSOLE_SESSION_URL.format(session_id=session_id) if session_id else None
+def console_url(session_id: str | None, workspace: str = "default") -> str | None:
+    """The session in the Claude Console's session viewer (of the API key's workspace)."""
+    return CONSOLE_SESSION_URL.format(workspace=workspace, session_id=session_id) if session_id else None
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -219,9 +220,13 @@ async def gather_trace(client: AsyncAnthropic | None, store: TicketStore, ticket
 
 
 async def build_trace(
-    client: AsyncAnthropic | None, store: TicketStore, ticket: Ticket, scrubber: Scrubber
+    client: AsyncAnthropic | None,
+    store: TicketStore,
+    ticket: Ticket,
+    scrubber: Scrubber,
+    console_workspace: str = "default",
 ) -> Trace:
-    return assemble(await gather_trace(client, store, ticket), scrubber)
+    return assemble(await gather_trace(client, store, ticket), scrubber, console_workspace)
 
 
 # -- assembling ---------------------------------------------------------------------------
@@ -689,7 +694,7 @@ def ticket_header(ticket: Ticket, scrubber: Scrubber) -> dict[str, Any]:
     }
 
 
-def assemble(got: Gathered, scrubber: Scrubber) -> Trace:
+def assemble(got: Gathered, scrubber: Scrubber, console_workspace: str = "default") -> Trace:
     entries = _Assembler(got, scrubber).run()
     # Belt and braces: whatever slipped into a detail dict passes the scrubber once more.
     clean = [TraceEntry.model_validate(scrubber.data(e.model_dump())) for e in entries]
@@ -700,7 +705,9 @@ def assemble(got: Gathered, scrubber: Scrubber) -> Trace:
     return Trace(
         ticket=ticket_header(got.ticket, scrubber),
         session=got.session,
-        console_url=console_url(got.ticket.session_id) if not got.ticket.session_deleted_at else None,
+        console_url=(
+            console_url(got.ticket.session_id, console_workspace) if not got.ticket.session_deleted_at else None
+        ),
         totals=totals,
         warnings=[scrubber.text(w) for w in got.warnings],
         entries=clean,

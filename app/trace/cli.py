@@ -103,6 +103,6 @@ async def _trace(settings: Settings, config: AppConfig, scrubber: Scrubber, ref:
         except TicketNotFound as exc:
             print(f"support-agent trace: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        trace = await build_trace(ctx.anthropic, ctx.store, ticket, scrubber)
+        trace = await build_trace(ctx.anthropic, ctx.store, ticket, scrubber, settings.anthropic_console_workspace)
     print(render(trace, fmt))
     return 0
