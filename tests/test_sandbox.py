@@ -194,6 +194,90 @@ def test_sandbox_page_api_slash_commands_reactions_and_approvals(sandbox: Sandbo
                        timeout=10).status_code == 404
 
 
+def home_of(sandbox: SandboxProcess, user: str = ALICE) -> dict[str, Any] | None:
+    home: dict[str, Any] | None = sandbox.get("/api/state", channel=SUPPORT, user=user, home="1")["home"]
+    return home
+
+
+def republished(sandbox: SandboxProcess, before: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """Use an element of the Home through the page's API; the view the app publishes in answer."""
+    assert sandbox.post("/api/view/action", {"view_id": before["id"], "user": ALICE, **body})["status"] == 200
+    after: dict[str, Any] = eventually(lambda: (h := home_of(sandbox)) and h["hash"] != before["hash"] and h)
+    assert after["id"] == before["id"]
+    return after
+
+
+def filters_of(home: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    [block] = [b for b in home["blocks"] if b.get("block_id") == "home_filters"]
+    return {e["action_id"]: e for e in block["elements"]}
+
+
+def ticket_rows(home: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in home["blocks"] if str(b.get("block_id", "")).startswith("ticket:")]
+
+
+def test_sandbox_page_opens_the_app_home_filters_it_and_traces_a_ticket(sandbox: SandboxProcess) -> None:
+    ts = sandbox.post("/api/post", {"channel": SUPPORT, "text": "@support-agent how do refunds work?",
+                                    "user": ALICE})["ts"]
+    eventually(lambda: bot_turns(sandbox.thread(ts)))
+    assert "home" not in sandbox.get("/api/state", channel=SUPPORT, user=ALICE)
+    assert home_of(sandbox) is None  # nothing published before the tab is opened
+
+    # Opening Home sends app_home_opened; the app publishes alice's (staff) ticket list.
+    assert sandbox.post("/api/home", {"user": ALICE})["status"] == 200
+    home = eventually(lambda: home_of(sandbox))
+    assert home["user_id"] == ALICE and home["blocks"][0]["text"]["text"] == "Tickets"
+    [row] = ticket_rows(home)
+    link = f"https://emulated.slack.com/archives/{SUPPORT}/p{ts.replace('.', '')}"
+    assert row["text"]["text"].startswith(f"*<{link}|#1>* how do refunds work?")
+    assert f"<@{ALICE}>" in row["text"]["text"] and f"<#{SUPPORT}>" in row["text"]["text"]
+    assert row["accessory"]["action_id"] == "ticket_trace" and row["block_id"] == f"ticket:{row['accessory']['value']}"
+    assert filters_of(home)["home_filter_status"]["initial_option"]["value"] == "all"
+    assert "initial_conversation" not in filters_of(home)["home_filter_channel"]
+
+    # The status menu: only resolved tickets, none yet.
+    home = republished(sandbox, home, {"action_id": "home_filter_status", "selected_option": "resolved"})
+    assert filters_of(home)["home_filter_status"]["initial_option"]["value"] == "resolved"
+    assert ticket_rows(home) == [] and "Resolved (0)" in str(home["blocks"])
+
+    # The channel menu on top of "all": #general has no tickets; "Any channel" (no choice) lists it again.
+    home = republished(sandbox, home, {"action_id": "home_filter_status", "selected_option": "all"})
+    home = republished(sandbox, home, {"action_id": "home_filter_channel", "selected_conversation": "C0002"})
+    assert filters_of(home)["home_filter_channel"]["initial_conversation"] == "C0002"
+    assert ticket_rows(home) == [] and "home_filter_all_channels" in filters_of(home)
+    home = republished(sandbox, home, {"action_id": "home_filter_channel", "selected_conversation": None})
+    assert "initial_conversation" not in filters_of(home)["home_filter_channel"]
+    [row] = ticket_rows(home)
+
+    # The row's Trace button (every row shares its action id, so the block id says which) opens
+    # the trace modal, filled in once the app has read the ticket.
+    assert sandbox.post("/api/view/action", {"view_id": home["id"], "user": ALICE, "action_id": "ticket_trace",
+                                             "block_id": row["block_id"]})["status"] == 200
+
+    def trace() -> Any:
+        modals = sandbox.get("/api/state", channel=SUPPORT, user=ALICE)["modals"]
+        return [m for m in modals if "Reading ticket" not in str(m["blocks"])]
+
+    [modal] = eventually(trace)
+    assert modal["title"]["text"] == "Trace #1" and modal["hash"]
+    assert modal["blocks"][0]["text"]["text"].startswith("*Ticket #1* · ") and "how do refunds work?" in str(modal)
+
+    # Each user has their own Home: bob is not staff and gets the guest view.
+    assert sandbox.post("/api/home", {"user": "U0002"})["status"] == 200
+    bob = eventually(lambda: home_of(sandbox, "U0002"))
+    assert bob["id"] != home["id"] and "I'm the support bot" in str(bob["blocks"]) and ticket_rows(bob) == []
+
+    # Bad requests are refused, not crashed on.
+    for path, body, status in [
+        ("/api/home", {"user": "U9999"}, 404),
+        ("/api/view/action", {"view_id": "V404", "action_id": "home_refresh"}, 404),
+        ("/api/view/action", {"view_id": home["id"], "action_id": "nope"}, 404),
+        ("/api/view/action", {"view_id": home["id"], "action_id": "home_filter_status", "selected_option": "x"}, 404),
+        ("/api/view/action", {"action_id": "home_refresh"}, 400),
+    ]:
+        assert httpx2.post(f"{sandbox.url}{path}", json=body, timeout=10).status_code == status, (path, body)
+
+
 @pytest.mark.parametrize("bridge", [False, True], ids=["no-bridge", "bridge"])
 def test_real_agent_mode_emulates_only_slack_and_keeps_mcp_off_the_cloud_agent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bridge: bool

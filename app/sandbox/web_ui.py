@@ -2,14 +2,18 @@
 
     GET  /                 the page (static/index.html, sandbox.js, sandbox.css)
     GET  /api/info         mode (demo | real), notes for the banner, workspace, users, channels
-    GET  /api/state        ?channel=&thread=&user=  channel history, the open thread (messages
+    GET  /api/state        ?channel=&thread=&user=&home=  channel history, the open thread (messages
                            with their live stream: text, tool tasks, state), the thread's status,
-                           the user's ephemerals and open modals
+                           the user's ephemerals and open modals; with `home=1` also the App Home
+                           the app last published for the user (null before it has)
     POST /api/post         {channel, text, user, thread_ts?}  a user's message (`@name` becomes a
                            mention) or a slash command (`/support ...`)
     POST /api/click        {channel, ts, action_id, value?, user}  a button on a message
     POST /api/react        {channel, ts, name, user}  a user's reaction (❌ stops the agent)
     POST /api/view         {view_id, user, values?, cancel?}  submit or close a modal
+    POST /api/home         {user}  open the app's Home tab (`app_home_opened`; the app publishes it)
+    POST /api/view/action  {view_id, user, action_id, block_id?, selected_option?, selected_conversation?}
+                           use an element of a view (App Home or modal): a button, a select menu
 
 Every write goes through the emulator exactly as Slack would deliver it (signed events and
 interactivity payloads to the app), so the page exercises the real bot.
@@ -48,6 +52,8 @@ class WebUi:
         self.state = emu.state
         self.info = info
         self._closed_views: set[str] = set()
+        self._modal_users: dict[str, str] = {}
+        self._calls_seen = 0
         self._lock = threading.Lock()
 
     # -- reads ------------------------------------------------------------------------------
@@ -72,7 +78,7 @@ class WebUi:
                 **self.info.to_dict(),
             }
 
-    def snapshot(self, channel: str, thread_ts: str | None, user: str) -> dict[str, Any]:
+    def snapshot(self, channel: str, thread_ts: str | None, user: str, home: bool = False) -> dict[str, Any]:
         st = self.state
         messages = st.history(channel)
         thread = None
@@ -86,13 +92,43 @@ class WebUi:
             e for e in st.snapshot_list("ephemerals") if e.get("channel") == channel and e.get("user") == user
         ]
         with st.lock:
+            owners = self._modal_owners()
             modals = [
-                {k: v[k] for k in ("id", "title", "submit", "close", "blocks") if k in v}
+                {k: v[k] for k in ("id", "hash", "title", "submit", "close", "blocks") if k in v}
                 for v in st.views.values()
-                if v.get("type") == "modal" and v.get("user_id") == user and v["id"] not in self._closed_views
+                if v.get("type") == "modal" and (v.get("user_id") or owners.get(v["id"])) == user
+                and v["id"] not in self._closed_views
             ]
-        return {"channel": channel, "messages": messages, "thread": thread, "ephemerals": ephemerals,
+        snap: dict[str, Any] = {"channel": channel, "messages": messages, "thread": thread, "ephemerals": ephemerals,
                 "modals": modals}
+        if home:
+            snap["home"] = self.home(user)
+        return snap
+
+    def _modal_owners(self) -> dict[str, str]:
+        """Whose each modal is, from the views.open calls that made them. The emulator's
+        views.update stores the new view without the `user_id` views.open gave it, so a modal
+        opened as "loading" and then filled in (the trace modal) would belong to no one.
+        Called with the state's lock held."""
+        log = self.state.call_log
+        if len(log) < self._calls_seen:  # the emulator was reset
+            self._calls_seen = 0
+        for record in log[self._calls_seen:]:
+            view = record.response.get("view") if record.method == "views.open" else None
+            if isinstance(view, dict) and view.get("id") and view.get("user_id"):
+                self._modal_users[str(view["id"])] = str(view["user_id"])
+        self._calls_seen = len(log)
+        return self._modal_users
+
+    def home(self, user: str) -> dict[str, Any] | None:
+        """The App Home the app last published for `user` (views.publish), if any."""
+        with self.state.lock:
+            view = next((v for v in self.state.views.values()
+                         if v.get("type") == "home" and v.get("user_id") == user), None)
+            if view is None:
+                return None
+            keys = ("id", "hash", "user_id", "blocks")
+            return {k: copy.deepcopy(view[k]) for k in keys if k in view}
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -152,6 +188,28 @@ class WebUi:
         delivery = await self.emu.send_event(event)
         return {"status": delivery.status}
 
+    async def open_home(self, user: str) -> dict[str, Any]:
+        """The user opens the app's Home tab: Slack sends `app_home_opened`."""
+        if user not in self.state.users:
+            raise KeyError(f"no user {user}")
+        delivery = await self.emu.send_event({
+            "type": "app_home_opened", "user": user, "channel": f"D{user}", "tab": "home",
+            "event_ts": self.state.new_ts(),
+        })
+        return {"status": delivery.status}
+
+    async def act_on_view(
+        self, view_id: str, user: str, action_id: str, *, block_id: str | None = None,
+        selected_option: str | None = None, selected_conversation: str | None = None,
+    ) -> dict[str, Any]:
+        """A button or select menu used on a view; `block_id` picks one of several elements that
+        share an action id (every ticket's Trace button on the Home)."""
+        delivery = await self.emu.act_on_view(
+            view_id, action_id, user, block_id=block_id, selected_option=selected_option,
+            selected_conversation=selected_conversation,
+        )
+        return {"status": delivery.status}
+
     async def view(self, view_id: str, user: str, values: dict[str, Any] | None, cancel: bool) -> dict[str, Any]:
         with self.state.lock:
             view = copy.deepcopy(self.state.views.get(view_id))
@@ -200,7 +258,8 @@ def build_web_ui(emu: SlackEmulator, info: SandboxInfo) -> Starlette:
     async def state(request: Request) -> Response:
         q = request.query_params
         channel = q.get("channel") or info_channel()
-        return JSONResponse({"ok": True, **ui.snapshot(channel, q.get("thread") or None, q.get("user") or "U0001")})
+        snap = ui.snapshot(channel, q.get("thread") or None, q.get("user") or "U0001", home=q.get("home") == "1")
+        return JSONResponse({"ok": True, **snap})
 
     async def post(request: Request) -> Response:
         d = await body_of(request)
@@ -244,6 +303,31 @@ def build_web_ui(emu: SlackEmulator, info: SandboxInfo) -> Starlette:
             return bad(str(exc), 404)
         return JSONResponse({"ok": True, **result})
 
+    async def home(request: Request) -> Response:
+        d = await body_of(request)
+        try:
+            result = await ui.open_home(str(d.get("user") or "U0001"))
+        except KeyError as exc:
+            return bad(str(exc), 404)
+        return JSONResponse({"ok": True, **result})
+
+    async def view_action(request: Request) -> Response:
+        d = await body_of(request)
+        if not d.get("view_id") or not d.get("action_id"):
+            return bad("view_id and action_id are required")
+
+        def opt(key: str) -> str | None:
+            return str(d[key]) if d.get(key) else None
+
+        try:
+            result = await ui.act_on_view(
+                str(d["view_id"]), str(d.get("user") or "U0001"), str(d["action_id"]), block_id=opt("block_id"),
+                selected_option=opt("selected_option"), selected_conversation=opt("selected_conversation"),
+            )
+        except KeyError as exc:
+            return bad(str(exc), 404)
+        return JSONResponse({"ok": True, **result})
+
     routes = [
         Route("/", index),
         Route("/api/info", workspace),
@@ -252,6 +336,8 @@ def build_web_ui(emu: SlackEmulator, info: SandboxInfo) -> Starlette:
         Route("/api/click", click, methods=["POST"]),
         Route("/api/react", react, methods=["POST"]),
         Route("/api/view", view, methods=["POST"]),
+        Route("/api/home", home, methods=["POST"]),
+        Route("/api/view/action", view_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes)
