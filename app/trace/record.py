@@ -66,47 +66,44 @@ async def approvals(redis: aioredis.Redis, ticket_id: str) -> dict[str, dict[str
     return out
 
 
-async def record_follow(redis: aioredis.Redis, ticket_id: str, *, worker: str, reason: str, fence: int) -> None:
-    """A worker started following the ticket (with the lease's fence)."""
-    value = json.dumps({"at": time.time(), "worker": worker, "reason": reason, "fence": fence})
-    key = _key(ticket_id, "follows")
+async def _append(redis: aioredis.Redis, ticket_id: str, what: str, item: dict[str, Any], kept: int) -> None:
+    """Add a timestamped item to one of the ticket's lists, keeping the last `kept`."""
+    key = _key(ticket_id, what)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.rpush(key, value)
-        pipe.ltrim(key, -FOLLOWS_KEPT, -1)
+        pipe.rpush(key, json.dumps({"at": time.time(), **item}))
+        pipe.ltrim(key, -kept, -1)
         await pipe.execute()
 
 
-async def follows(redis: aioredis.Redis, ticket_id: str) -> list[dict[str, Any]]:
-    raw = await redis.lrange(_key(ticket_id, "follows"), 0, -1)  # type: ignore[misc]
+async def _items(redis: aioredis.Redis, ticket_id: str, what: str) -> list[dict[str, Any]]:
+    raw = await redis.lrange(_key(ticket_id, what), 0, -1)  # type: ignore[misc]
     return [json.loads(r) for r in raw]
+
+
+async def record_follow(redis: aioredis.Redis, ticket_id: str, *, worker: str, reason: str, fence: int) -> None:
+    """A worker started following the ticket (with the lease's fence)."""
+    await _append(redis, ticket_id, "follows", {"worker": worker, "reason": reason, "fence": fence}, FOLLOWS_KEPT)
+
+
+async def follows(redis: aioredis.Redis, ticket_id: str) -> list[dict[str, Any]]:
+    return await _items(redis, ticket_id, "follows")
 
 
 async def record_webhook(
     redis: aioredis.Redis, ticket_id: str, *, webhook_id: str, event_type: str, action: str
 ) -> None:
-    value = json.dumps({"at": time.time(), "id": webhook_id, "type": event_type, "action": action})
-    key = _key(ticket_id, "webhooks")
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.rpush(key, value)
-        pipe.ltrim(key, -WEBHOOKS_KEPT, -1)
-        await pipe.execute()
+    item = {"id": webhook_id, "type": event_type, "action": action}
+    await _append(redis, ticket_id, "webhooks", item, WEBHOOKS_KEPT)
 
 
 async def webhooks(redis: aioredis.Redis, ticket_id: str) -> list[dict[str, Any]]:
-    raw = await redis.lrange(_key(ticket_id, "webhooks"), 0, -1)  # type: ignore[misc]
-    return [json.loads(r) for r in raw]
+    return await _items(redis, ticket_id, "webhooks")
 
 
 async def record_stream(redis: aioredis.Redis, ticket_id: str, *, event: str, detail: dict[str, Any]) -> None:
     """Something Slack did to one of the ticket's streamed messages (see `app.render.stream`)."""
-    value = json.dumps({"at": time.time(), "event": event, "detail": detail})
-    key = _key(ticket_id, "streams")
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.rpush(key, value)
-        pipe.ltrim(key, -STREAMS_KEPT, -1)
-        await pipe.execute()
+    await _append(redis, ticket_id, "streams", {"event": event, "detail": detail}, STREAMS_KEPT)
 
 
 async def streams(redis: aioredis.Redis, ticket_id: str) -> list[dict[str, Any]]:
-    raw = await redis.lrange(_key(ticket_id, "streams"), 0, -1)  # type: ignore[misc]
-    return [json.loads(r) for r in raw]
+    return await _items(redis, ticket_id, "streams")
