@@ -172,6 +172,52 @@ async def test_rotations_are_reported_for_the_trace(
     assert all(isinstance(r["at"], float) for r in recorded)
 
 
+async def test_a_stream_left_open_by_a_dead_worker_is_stopped_by_the_next(
+    slack: SlackEmulator, make: Any, redis: aioredis.Redis
+) -> None:
+    """A worker dies mid-stream: whoever renders the ticket next stops that stream (with a
+    note) before going on in a message of its own, instead of leaving it "typing"."""
+    ticket = await new_ticket(slack)
+    dying = make()
+    await dying.delta(ticket, start("m1"))
+    await dying.delta(ticket, delta("m1", "Looking at the VPN logs now"))
+    orphan = await eventually_call(slack, "chat.startStream")
+    for turn in list(dying._turns.values()):  # the process dies: nothing is stopped
+        assert turn.runner is not None
+        turn.runner.cancel()
+    dying._turns.clear()
+    assert slack.state.stream("C0001", orphan)["state"] == "streaming"  # type: ignore[index]
+
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def hook(t: Ticket, event: str, detail: dict[str, Any]) -> None:
+        events.append((event, detail))
+
+    taker = make(on_stream_event=hook)
+    await play(taker, ticket, synthetic_turn("next", tool_calls=1, answer_chars=300, seconds=0.2))
+
+    stops = [c for c in slack.state.ok_calls("chat.stopStream") if c.params["ts"] == orphan]
+    assert len(stops) == 1 and "continued below" in json.dumps(stops[0].params.get("chunks"))
+    assert slack.state.stream("C0001", orphan)["state"] == "stopped"  # type: ignore[index]
+    assert ("adopted", {"ts": orphan}) in events and taker.stats.adopted == 1
+    started = [c.response["ts"] for c in slack.state.ok_calls("chat.startStream")]
+    assert len(started) == 2 and started[0] == orphan  # the new turn went on in its own message
+    assert await redis.get(f"render:open-stream:{ticket.id}") is None
+
+    # The next turn finds nothing left open and stops nothing extra.
+    await play(make(), ticket, synthetic_turn("after", tool_calls=0, answer_chars=100, seconds=0.1))
+    assert len([c for c in slack.state.ok_calls("chat.stopStream") if c.params["ts"] == orphan]) == 1
+
+
+async def eventually_call(slack: SlackEmulator, method: str) -> str:
+    for _ in range(200):
+        calls = slack.state.ok_calls(method)
+        if calls:
+            return str(calls[0].response["ts"])
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {method} call")
+
+
 async def test_a_failing_stream_hook_does_not_break_the_turn(
     slack: SlackEmulator, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -30,8 +30,12 @@ same happens when no stream start can be had within `start_wait` seconds: starts
 scarcest budget (Tier 2, shared by the workspace), and under a burst of turns a message now
 beats a stream in a minute.
 
-Each of those (a rotation, an expired stream, a refusal, a congested start) is also reported
-to `on_stream_event(ticket, event, detail)`, which the worker records for the ticket's trace.
+A stream left open by a worker that died mid-turn is stopped (with a short note) by whoever
+renders the ticket next, found through a per-ticket note in Redis of the live stream.
+
+Each of those (a rotation, an expired stream, a refusal, a congested start, an adopted
+orphan) is also reported to `on_stream_event(ticket, event, detail)`, which the worker records
+for the ticket's trace.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ log = logging.getLogger(__name__)
 Footer = Callable[[Ticket], "str | Awaitable[str | None] | None"]
 Controls = Callable[[Ticket], list[dict[str, Any]]]
 Observer = Callable[[Ticket, list[Any]], None]
-# (ticket, "rotated" | "expired" | "refused" | "congested", detail)
+# (ticket, "rotated" | "expired" | "refused" | "congested" | "adopted", detail)
 StreamObserver = Callable[[Ticket, str, dict[str, Any]], Awaitable[None]]
 
 STREAM, UPDATE = "stream", "update"
@@ -106,6 +110,7 @@ class RenderStats:
     rotations: int = 0
     expired: int = 0
     fallbacks: int = 0
+    adopted: int = 0
     congested: int = 0
     fixups: int = 0
     diverged: int = 0
@@ -433,8 +438,7 @@ class StreamRenderer:
                 found = await self.redis.get(self._key("recipient", ticket.id))
             except RedisError:
                 found = None
-            if found:
-                user = found.decode() if isinstance(found, bytes) else str(found)
+            user = _text(found)
         return user or ticket.requester_id
 
     async def _refused(self, team: str) -> bool:
@@ -571,6 +575,7 @@ class StreamRenderer:
 
     async def _run(self, turn: Turn) -> None:
         try:
+            await self._adopt_orphan(turn)
             while not turn.finished:
                 if not turn.wake.is_set():
                     await _wait(turn.wake, self._timeout(turn))
@@ -678,6 +683,61 @@ class StreamRenderer:
             msg.closed = True
         if turn.ending.is_set() and not turn.outbox:
             turn.finished = True
+
+    # ---- streams left open by a process that died ------------------------------------------
+
+    def _open_stream_key(self, ticket: Ticket) -> str:
+        return self._key("open-stream", ticket.id)
+
+    async def _remember_open(self, turn: Turn, msg: SlackMessage) -> None:
+        """Note the ticket's live stream, so whoever renders the ticket next can close it if we die."""
+        if self.redis is None:
+            return
+        try:
+            # Slack ends a stream itself within minutes; the note need not outlive that.
+            await self.redis.set(self._open_stream_key(turn.ticket), msg.ts, ex=int(self.rotate_after) + 600)
+        except RedisError:
+            log.warning("open stream not noted", extra={"ticket": turn.ticket.id})
+
+    async def _forget_open(self, turn: Turn, msg: SlackMessage) -> None:
+        if self.redis is None:
+            return
+        try:
+            key = self._open_stream_key(turn.ticket)
+            if _text(await self.redis.get(key)) == msg.ts:
+                await self.redis.delete(key)
+        except RedisError:
+            log.warning("open stream not cleared", extra={"ticket": turn.ticket.id})
+
+    async def _adopt_orphan(self, turn: Turn) -> None:
+        """Stop a stream of this ticket that a dead worker left open, so it does not stay
+        "typing" in the thread for minutes; what the agent said next goes in our new message."""
+        if self.redis is None:
+            return
+        key = self._open_stream_key(turn.ticket)
+        try:
+            ts = _text(await self.redis.get(key))
+        except RedisError:
+            return
+        live = {m.ts for t in self._turns.values() for m in t.messages if not m.closed}
+        if not ts or ts in live:
+            return
+        note = {"type": "markdown_text", "text": "\n\n_(interrupted — continued below)_"}
+        try:
+            await self._call(
+                turn.ticket, "chat.stopStream",
+                lambda: ({**self._base(turn), "ts": ts, "chunks": [note]}, None),
+            )
+        except SlackApiError as exc:
+            log.info("orphaned stream already gone", extra={"ticket": turn.ticket.id, "error": _error(exc)})
+        else:
+            self.stats.adopted += 1
+            await self._stream_event(turn, "adopted", {"ts": ts})
+        try:
+            if _text(await self.redis.get(key)) == ts:
+                await self.redis.delete(key)
+        except RedisError:
+            pass
 
     async def _stream_event(self, turn: Turn, event: str, detail: dict[str, Any]) -> None:
         """Tell `on_stream_event`; its failure is logged and never stops the turn."""
@@ -909,6 +969,7 @@ class StreamRenderer:
         turn.messages.append(msg)
         turn.status_dirty = False
         self.stats.streams += 1
+        await self._remember_open(turn, msg)
         self._commit(turn, msg, batch)
         if msg.full:
             await self._stop(turn, msg, None)
@@ -965,12 +1026,14 @@ class StreamRenderer:
         self._commit(turn, msg, _sent(done)[1])
         msg.final_blocks = final
         msg.closed = True
+        await self._forget_open(turn, msg)
 
     async def _expired(self, turn: Turn, msg: SlackMessage, final: list[dict[str, Any]] | None) -> None:
         """The stream died before we stopped it: finish the same message with chat.update."""
         self.stats.expired += 1
         log.info("stream expired; finishing it with chat.update", extra={"ticket": turn.ticket.id})
         msg.mode = UPDATE
+        await self._forget_open(turn, msg)
         await self._stream_event(turn, "expired", {"ts": msg.ts})
         await self._update(turn, msg, final)
         if turn.streaming:
@@ -1210,6 +1273,13 @@ async def _wait(event: asyncio.Event, seconds: float | None) -> None:
         await asyncio.wait_for(event.wait(), seconds)
     except TimeoutError:
         pass
+
+
+def _text(value: Any) -> str | None:
+    """A Redis reply as text, whether the client decodes replies or not."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _error(exc: BaseException) -> str | None:

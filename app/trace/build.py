@@ -651,6 +651,8 @@ def _stream_summary(event: str, d: dict[str, Any]) -> str:
     if event == "refused":
         scope = " for the workspace" if d.get("scope") == "workspace" else ""
         return f"Slack refused streaming{scope} ({d.get('error') or 'no error given'}); fell back to an edited message"
+    if event == "adopted":
+        return f"stopped a Slack stream a dead worker left open{message}"
     if event == "congested":
         waited = d.get("waited_seconds")
         within = f" within {format_duration(waited)}" if isinstance(waited, int | float) else ""
