@@ -1,8 +1,9 @@
 """The sandbox page in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright.
 
 Open the page, mention the bot, watch the answer stream in with its tool timeline and cost
-footer, press a feedback button, reply in the thread, press Resolve; the screenshot lands in
-`test-artifacts/sandbox.png`. Skips when /usr/bin/chromium or the `playwright` package is missing
+footer, press a feedback button, reply in the thread, press Resolve, then open the app's Home
+tab, filter it and open the ticket's trace; the screenshots land in `test-artifacts/`
+(`sandbox.png`, `sandbox-home.png`). Skips when /usr/bin/chromium or the `playwright` package is missing
 (`.ci/run` installs Chromium when it can); Playwright never downloads a browser here.
 """
 
@@ -64,7 +65,7 @@ def page(sandbox: LocalSandbox) -> Iterator[Any]:
             browser.close()
 
 
-def test_mention_stream_timeline_reply_and_resolve_in_the_browser(sandbox: LocalSandbox, page: Any) -> None:
+def test_mention_stream_reply_resolve_and_the_home_tab_in_the_browser(sandbox: LocalSandbox, page: Any) -> None:
     expect = sync_api.expect
     page.goto(sandbox.url)
     page.wait_for_selector("body[data-ready='1']")
@@ -107,6 +108,44 @@ def test_mention_stream_timeline_reply_and_resolve_in_the_browser(sandbox: Local
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
     shutil.copy(SCREENSHOT, sandbox.data_dir / "sandbox.png")  # next to the run's log, for debugging
+
+    # The app's Home tab: alice (staff) sees the ticket, filters the list, opens the ticket's trace.
+    page.click("#home-entry")
+    home = page.locator("#home-pane")
+    expect(home).to_be_visible()
+    expect(page.locator("#channel-pane")).to_be_hidden()
+    expect(thread).to_be_hidden()
+    row = home.locator(".block[data-block-id^='ticket:']")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("#1 how do refunds work?")
+    expect(row).to_contain_text("Resolved · internal · @alice · #support")
+    status = home.locator("select[data-action-id='home_filter_status']")
+    expect(status).to_have_value("all")
+    status.select_option("open_any")
+    expect(home).to_contain_text("All open (0)")
+    expect(row).to_have_count(0)
+    status.select_option("resolved")
+    expect(home).to_contain_text("Resolved (1)")
+    expect(row).to_have_count(1)
+    channel = home.locator("select[data-action-id='home_filter_channel']")
+    expect(channel.locator("option")).to_have_text(["Any channel", "# support", "# general"])
+    channel.select_option("C0002")
+    expect(home).to_contain_text("Resolved in #general")
+    expect(row).to_have_count(0)
+    home.locator("button[data-action-id='home_filter_all_channels']").click()
+    expect(channel).to_have_value("")
+    expect(row).to_have_count(1)
+    row.locator("button[data-action-id='ticket_trace']").click()
+    modal = page.locator("#modal .modal")
+    expect(modal.locator("h2")).to_have_text("Trace #1")
+    expect(modal).to_contain_text("Ticket #1 · resolved")  # filled in by views.update after "Reading ticket…"
+    page.screenshot(path=str(SCREENSHOT.with_name("sandbox-home.png")))
+    modal.locator("button.cancel").click()
+    expect(page.locator("#modal")).to_be_hidden()
+    page.click("#channel-entry")
+    expect(page.locator("#channel-pane")).to_be_visible()
+    expect(home).to_be_hidden()
+    expect(thread.locator("button[data-action-id='ticket_reopen']").first).to_be_visible()
 
 
 def test_deny_a_tool_call_with_a_reason_in_the_modal(sandbox: LocalSandbox, page: Any) -> None:

@@ -1,6 +1,7 @@
 // The sandbox page: a Slack-like channel over the Slack emulator (see app/sandbox/web_ui.py).
 // Polls /api/state, renders messages, live streams (tool timeline + text), Block Kit blocks,
-// and sends what a person does (posts, button clicks, reactions, modal submissions) back.
+// the app's Home tab and modals, and sends what a person does (posts, button clicks, select
+// menus, reactions, modal submissions) back.
 "use strict";
 
 const POLL_MS = 400;
@@ -12,6 +13,8 @@ const EMOJI = {
   tada: "🎉", eyes: "👀", thumbsup: "👍", "+1": "👍", thumbsdown: "👎", "-1": "👎", ticket: "🎫",
   information_source: "ℹ️", mag: "🔍", memo: "📝", lock: "🔒", bust_in_silhouette: "👤", books: "📚",
   white_circle: "⚪", large_green_circle: "🟢", red_circle: "🔴", repeat: "🔁", bulb: "💡", link: "🔗",
+  gear: "⚙️", hammer_and_wrench: "🛠️", robot_face: "🤖", checkered_flag: "🏁", incoming_envelope: "📨",
+  small_blue_diamond: "🔹", small_orange_diamond: "🔸",
 };
 // Plain glyphs for the page's own chrome: they render without an emoji font.
 const TASK_ICON = { pending: "○", in_progress: "◐", complete: "✓", error: "✗" };
@@ -24,6 +27,9 @@ const ui = {
   users: {},
   inflight: false,
   modalId: null,
+  modalHash: null,
+  pane: "channel", // or "home": the app's Home tab
+  homeHash: null,
   lastState: null,
 };
 
@@ -165,13 +171,38 @@ function button(el, msg, opts = {}) {
     b.addEventListener("click", () => window.open(safeUrl(el.url), "_blank", "noopener"));
   }
   if (el.action_id) {
-    b.addEventListener("click", () => clickButton(b, msg));
+    b.addEventListener("click", () => (msg.view ? viewAction(b, msg, el.action_id, {}) : clickButton(b, msg)));
   }
   return b;
 }
 
+// A select menu on a view (Home or modal): static options, or the workspace's channels.
+function selectNode(el, ctx) {
+  const s = document.createElement("select");
+  s.className = "sa-select";
+  s.dataset.actionId = el.action_id || "";
+  const conversations = el.type === "conversations_select";
+  let options, current;
+  if (conversations) {
+    const channels = ui.info.channels.filter((c) => !c.archived || c.id === el.initial_conversation);
+    options = [{ value: "", label: plain(el.placeholder) || "Any channel" },
+      ...channels.map((c) => ({ value: c.id, label: `# ${c.name}` }))];
+    current = el.initial_conversation || "";
+  } else {
+    options = (el.options || []).map((o) => ({ value: o.value, label: plain(o.text) }));
+    current = el.initial_option ? el.initial_option.value : "";
+    if (!el.initial_option) options.unshift({ value: "", label: plain(el.placeholder) || "Choose…", disabled: true });
+  }
+  for (const o of options) s.append(Object.assign(document.createElement("option"), { value: o.value, textContent: o.label, disabled: Boolean(o.disabled) }));
+  s.value = current;
+  s.addEventListener("change", () => viewAction(s, ctx, el.action_id,
+    conversations ? { selected_conversation: s.value || null } : { selected_option: s.value }));
+  return s;
+}
+
 function elementNode(el, msg) {
   if (el.type === "button") return button(el, msg);
+  if (msg.view && (el.type === "static_select" || el.type === "conversations_select")) return selectNode(el, msg);
   if (el.type === "feedback_buttons") {
     const span = document.createElement("span");
     span.className = "feedback";
@@ -204,11 +235,18 @@ function elementNode(el, msg) {
 function blockNode(block, msg) {
   const div = document.createElement("div");
   div.className = `block ${block.type}`;
+  if (block.block_id) div.dataset.blockId = block.block_id;
   switch (block.type) {
     case "section": {
       div.classList.add("content");
-      div.innerHTML = textObj(block.text) + (block.fields || []).map((f) => `<div>${textObj(f)}</div>`).join("");
-      if (block.accessory) div.append(elementNode(block.accessory, msg));
+      const text = document.createElement("div");
+      text.className = "section-text";
+      text.innerHTML = textObj(block.text) + (block.fields || []).map((f) => `<div>${textObj(f)}</div>`).join("");
+      div.append(text);
+      if (block.accessory) {
+        div.classList.add("has-accessory");
+        div.append(elementNode(block.accessory, msg));
+      }
       break;
     }
     case "markdown":
@@ -422,7 +460,7 @@ function render(state) {
     "No messages yet. Mention <b>@support-agent</b> below to open a ticket.");
   const pane = $("thread-pane");
   if (ui.thread && state.thread && state.thread.ts === ui.thread) {
-    pane.hidden = false;
+    pane.hidden = ui.pane !== "channel"; // the thread stays open behind the Home tab
     const eph = state.ephemerals.filter((e) => e.thread_ts === ui.thread);
     syncList($("thread-messages"), withEphemerals(state.thread.messages, eph, { inChannel: false }), "This thread is empty.");
     const status = state.thread.status && state.thread.status.status;
@@ -438,7 +476,49 @@ function render(state) {
   } else if (!ui.thread) {
     pane.hidden = true;
   }
+  if (ui.pane === "home") renderHome(state.home);
   renderModal(state.modals || []);
+}
+
+// What an element on a view needs to act: the view and its block (buttons on the Home share action ids).
+function viewContext(viewId, block) {
+  return { ts: "", text: "", view: viewId, blockId: block.block_id || null };
+}
+
+function renderHome(home) {
+  const box = $("home-blocks");
+  if (!home || home.user_id !== ui.user) {
+    if (ui.homeHash !== "opening") box.innerHTML = '<div class="empty">Opening Home…</div>';
+    ui.homeHash = "opening";
+    return;
+  }
+  if (home.hash === ui.homeHash) return;
+  ui.homeHash = home.hash;
+  box.innerHTML = "";
+  for (const block of home.blocks || []) box.append(blockNode(block, viewContext(home.id, block)));
+}
+
+function showPane(pane) {
+  ui.pane = pane;
+  $("channel-pane").hidden = pane !== "channel";
+  $("thread-pane").hidden = pane !== "channel" || !ui.thread;
+  // Back at the newest messages when the channel shows again.
+  $("channel-messages")._stick = $("thread-messages")._stick = true;
+  $("home-pane").hidden = pane !== "home";
+  $("channel-entry").classList.toggle("active", pane === "channel");
+  $("home-entry").classList.toggle("active", pane === "home");
+}
+
+// Opening the tab is what makes the app publish it (app_home_opened); the poll then shows it.
+async function openHome() {
+  showPane("home");
+  ui.homeHash = null;
+  try {
+    await api("/api/home", { user: ui.user });
+  } catch (err) {
+    toast(`Home failed: ${err.message}`);
+  }
+  poll();
 }
 
 async function poll() {
@@ -447,6 +527,7 @@ async function poll() {
   try {
     const q = new URLSearchParams({ channel: ui.channel, user: ui.user });
     if (ui.thread) q.set("thread", ui.thread);
+    if (ui.pane === "home") q.set("home", "1");
     const res = await fetch(`/api/state?${q}`, { cache: "no-store" });
     if (res.ok) render(await res.json());
   } catch (err) {
@@ -506,6 +587,18 @@ async function clickButton(b, msg) {
   }
 }
 
+async function viewAction(control, ctx, actionId, extra) {
+  control.disabled = true;
+  try {
+    await api("/api/view/action", { view_id: ctx.view, block_id: ctx.blockId, action_id: actionId, user: ui.user, ...extra });
+    poll();
+  } catch (err) {
+    toast(`Action failed: ${err.message}`);
+  } finally {
+    setTimeout(() => { control.disabled = false; }, 1500);
+  }
+}
+
 async function addReaction(ts, name) {
   try {
     const data = await api("/api/react", { channel: ui.channel, ts, name, user: ui.user });
@@ -523,8 +616,13 @@ function renderModal(modals) {
     if (ui.modalId) { box.hidden = true; box.innerHTML = ""; ui.modalId = null; }
     return;
   }
-  if (ui.modalId === view.id) return;
+  if (ui.modalId === view.id && ui.modalHash === view.hash) return;
+  // The app updated the open modal (views.update): redraw it, keeping what was typed.
+  const typed = ui.modalId === view.id
+    ? Object.fromEntries([...box.querySelectorAll("[name]")].map((f) => [f.name, f.value])) : {};
+  const fresh = ui.modalId !== view.id;
   ui.modalId = view.id;
+  ui.modalHash = view.hash;
   box.innerHTML = "";
   const form = document.createElement("form");
   form.className = "modal";
@@ -542,11 +640,12 @@ function renderModal(modals) {
       field.name = `${block.block_id}/${el.action_id}`;
       if (el.max_length) field.maxLength = el.max_length;
       if (el.type !== "plain_text_input") field.disabled = true;
+      field.value = typed[field.name] || "";
       label.append(field);
       bodyEl.append(label);
       inputs.push({ block, el, field });
     } else {
-      bodyEl.append(blockNode(block, { ts: "", text: "" }));
+      bodyEl.append(blockNode(block, viewContext(view.id, block)));
     }
   }
   const close = async (cancel) => {
@@ -572,7 +671,7 @@ function renderModal(modals) {
   box.append(form);
   box.hidden = false;
   const first = form.querySelector("textarea, input");
-  if (first) first.focus();
+  if (first && fresh) first.focus();
 }
 
 function wireComposer(formId, inputId, threadTs) {
@@ -611,6 +710,14 @@ function suggestions() {
   }
 }
 
+// A sidebar entry: click, or Enter / Space with the keyboard.
+function onActivate(el, fn) {
+  el.addEventListener("click", fn);
+  el.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); fn(); }
+  });
+}
+
 async function init() {
   const info = await (await fetch("/api/info", { cache: "no-store" })).json();
   ui.info = info;
@@ -632,8 +739,11 @@ async function init() {
   for (const c of info.channels.filter((c) => !c.archived)) {
     const li = document.createElement("li");
     li.textContent = `# ${c.name}`;
-    if (c.id === info.channel) li.className = "active";
-    else { li.className = "muted"; li.title = "The bot is not in this channel"; }
+    if (c.id === info.channel) {
+      Object.assign(li, { id: "channel-entry", className: "active", tabIndex: 0 });
+      li.setAttribute("role", "button");
+      onActivate(li, () => showPane("channel"));
+    } else { li.className = "muted"; li.title = "The bot is not in this channel"; }
     list.append(li);
   }
   const select = $("user-select");
@@ -644,7 +754,14 @@ async function init() {
     select.append(opt);
   }
   select.value = ui.user;
-  select.addEventListener("change", () => { ui.user = select.value; ui.modalId = null; poll(); });
+  select.addEventListener("change", () => {
+    ui.user = select.value;
+    ui.modalId = null;
+    if (ui.pane === "home") openHome(); // the new user opens their own Home
+    else poll();
+  });
+  $("home-title").textContent = info.bot.name;
+  onActivate($("home-entry"), openHome);
   $("thread-close").addEventListener("click", () => { ui.thread = null; $("thread-pane").hidden = true; });
   wireComposer("channel-composer", "channel-input", () => null);
   wireComposer("thread-composer", "thread-input", () => ui.thread);
