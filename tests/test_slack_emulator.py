@@ -169,8 +169,9 @@ async def test_lookups_status_and_views(emu: SlackEmulator, client: AsyncWebClie
         "type": "modal", "title": {"type": "plain_text", "text": "Raise budget"},
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "sure?"}}]})
     view_id = opened["view"]["id"]
-    await client.views_update(view_id=view_id, hash=opened["view"]["hash"], view={
+    updated = await client.views_update(view_id=view_id, hash=opened["view"]["hash"], view={
         "type": "modal", "title": {"type": "plain_text", "text": "Updated"}, "blocks": []})
+    assert opened["view"]["user_id"] and updated["view"]["user_id"] == opened["view"]["user_id"]  # still the opener's
     err = await api_error(client.views_update(view_id=view_id, hash="stale", view={
         "type": "modal", "title": {"type": "plain_text", "text": "x"}, "blocks": []}))
     assert err.response["error"] == "hash_conflict"

@@ -492,7 +492,8 @@ def views_update(ctx: Ctx) -> dict[str, Any]:
     if ctx.get("hash") and ctx.get("hash") != st.views[view_id]["hash"]:
         raise ApiError("hash_conflict")
     view = _check_view(ctx)
-    return _store_view(ctx, view, view_id, previous_view_id=None)
+    # An update keeps whose view it is (a modal stays its opener's, a home its user's).
+    return _store_view(ctx, view, view_id, previous_view_id=None, user_id=st.views[view_id].get("user_id"))
 
 
 def views_publish(ctx: Ctx) -> dict[str, Any]:

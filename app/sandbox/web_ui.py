@@ -52,8 +52,6 @@ class WebUi:
         self.state = emu.state
         self.info = info
         self._closed_views: set[str] = set()
-        self._modal_users: dict[str, str] = {}
-        self._calls_seen = 0
         self._lock = threading.Lock()
 
     # -- reads ------------------------------------------------------------------------------
@@ -92,11 +90,10 @@ class WebUi:
             e for e in st.snapshot_list("ephemerals") if e.get("channel") == channel and e.get("user") == user
         ]
         with st.lock:
-            owners = self._modal_owners()
             modals = [
                 {k: v[k] for k in ("id", "hash", "title", "submit", "close", "blocks") if k in v}
                 for v in st.views.values()
-                if v.get("type") == "modal" and (v.get("user_id") or owners.get(v["id"])) == user
+                if v.get("type") == "modal" and v.get("user_id") == user
                 and v["id"] not in self._closed_views
             ]
         snap: dict[str, Any] = {"channel": channel, "messages": messages, "thread": thread, "ephemerals": ephemerals,
@@ -104,21 +101,6 @@ class WebUi:
         if home:
             snap["home"] = self.home(user)
         return snap
-
-    def _modal_owners(self) -> dict[str, str]:
-        """Whose each modal is, from the views.open calls that made them. The emulator's
-        views.update stores the new view without the `user_id` views.open gave it, so a modal
-        opened as "loading" and then filled in (the trace modal) would belong to no one.
-        Called with the state's lock held."""
-        log = self.state.call_log
-        if len(log) < self._calls_seen:  # the emulator was reset
-            self._calls_seen = 0
-        for record in log[self._calls_seen:]:
-            view = record.response.get("view") if record.method == "views.open" else None
-            if isinstance(view, dict) and view.get("id") and view.get("user_id"):
-                self._modal_users[str(view["id"])] = str(view["user_id"])
-        self._calls_seen = len(log)
-        return self._modal_users
 
     def home(self, user: str) -> dict[str, Any] | None:
         """The App Home the app last published for `user` (views.publish), if any."""
