@@ -165,13 +165,13 @@ async def test_lookups_status_and_views(emu: SlackEmulator, client: AsyncWebClie
     await client.chat_postMessage(channel=CH, thread_ts=root, text="answer")
     assert emu.state.status(CH, root) is None  # a reply clears the status
 
-    opened = await client.views_open(trigger_id="123.456.abc", view={
+    opened = await client.views_open(trigger_id=emu.new_trigger("U0002"), view={
         "type": "modal", "title": {"type": "plain_text", "text": "Raise budget"},
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "sure?"}}]})
     view_id = opened["view"]["id"]
     updated = await client.views_update(view_id=view_id, hash=opened["view"]["hash"], view={
         "type": "modal", "title": {"type": "plain_text", "text": "Updated"}, "blocks": []})
-    assert opened["view"]["user_id"] and updated["view"]["user_id"] == opened["view"]["user_id"]  # still the opener's
+    assert updated["view"]["user_id"] == opened["view"]["user_id"] == "U0002"  # still the opener's
     err = await api_error(client.views_update(view_id=view_id, hash="stale", view={
         "type": "modal", "title": {"type": "plain_text", "text": "x"}, "blocks": []}))
     assert err.response["error"] == "hash_conflict"

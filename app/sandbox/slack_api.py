@@ -151,7 +151,7 @@ class SlackEmulator:
             self.state.response_urls[rid] = context
         return f"{self.url}/_emulator/response/{rid}"
 
-    def _new_trigger(self, user: str) -> str:
+    def new_trigger(self, user: str) -> str:
         trigger = new_trigger_id()
         with self.state.lock:
             self.state.triggers[trigger] = {"issued": time.monotonic(), "user": user}
