@@ -142,7 +142,7 @@ class SlackEmulator:
             self.app_url, self.signing_secret, team_id=st.team_id, team_domain=st.domain,
             api_app_id=st.app_id, bot_user_id=st.bot_user_id,
             response_url_factory=self._new_response_url if self._server else None,
-            trigger_id_factory=self._new_trigger, on_delivery=self._record_delivery,
+            trigger_id_factory=self.new_trigger, on_delivery=self._record_delivery,
         )
 
     def _new_response_url(self, context: dict[str, Any]) -> str:
