@@ -25,6 +25,7 @@ from app.sessions.follower import EventHook, SessionFollower, TurnFailed
 from app.slack.blocks import CLOSED_STATES
 from app.slack.channels import resolve_environment
 from app.slack.controls import TicketControls
+from app.tickets.inbox_signal import InboxSignals
 from app.tickets.model import Ticket, TicketState
 from app.trace.record import record_follow
 
@@ -52,11 +53,13 @@ class Worker:
         if hasattr(self.renderer, "on_visible"):
             self.renderer.on_visible = self._on_visible
         self._stopping = asyncio.Event()
+        self.signals = InboxSignals(services.redis)
 
     async def run(self) -> None:
         await self.queue.ensure_group()
         log.info("worker started", extra={"worker": self.services.worker_id})
         reaper = asyncio.create_task(self._reap_forever())
+        self.signals.start()
         try:
             while not self._stopping.is_set():
                 jobs = await self.queue.take(block_ms=int(self.poll_interval * 1000))
@@ -64,6 +67,7 @@ class Worker:
                     await self.start_ticket(job.ticket_id, job.reason)
                     await self.queue.ack(job)
         finally:
+            await self.signals.aclose()
             reaper.cancel()
             for task in list(self.followers.values()):
                 task.cancel()
@@ -116,6 +120,7 @@ class Worker:
         store = self.services.store
         renew = asyncio.create_task(self._renew_forever(lease))
         done = failed = False
+        signal: asyncio.Event | None = None
         try:
             ticket = await store.get(lease.ticket_id)
             if ticket is None:
@@ -134,6 +139,7 @@ class Worker:
                 {"team": ticket.team_id, "environment": ticket.environment,
                  "session": ticket.session_id or "none", "channel": ticket.channel_id}
             )
+            signal = self.signals.waiter(ticket.id)
             follower = SessionFollower(
                 client=self.services.anthropic,
                 store=store,
@@ -143,6 +149,7 @@ class Worker:
                 fence=lease.fence,
                 still_leased=lambda: self.leases.still_holds(lease),
                 hooks=self.hooks,
+                inbox_signal=signal,
             )
             self._live[ticket.id] = follower
             try:
@@ -164,6 +171,8 @@ class Worker:
             log.exception("follower crashed", extra={"ticket": lease.ticket_id})
         finally:
             self._live.pop(lease.ticket_id, None)
+            if signal is not None:
+                self.signals.release(lease.ticket_id, signal)
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from app.jobs.lease import LeaseManager
 from app.jobs.queue import JobQueue
 from app.sessions.cursor import Cursor, StaleLease
+from app.tickets.inbox_signal import InboxSignals
 from app.tickets.model import InboxMessage, TicketState
 from app.tickets.store import TicketStore
 
@@ -129,3 +130,21 @@ async def test_active_tickets_are_indexed_however_old(redis: aioredis.Redis) -> 
     assert [t.id for t in await store.active()] == [second.id] and await store.count_active() == 1
     await store.transition(first, TicketState.OPEN, "reopened")
     assert await store.count_active() == 2
+
+
+async def test_a_pushed_message_wakes_the_follower_of_its_ticket_only(redis: aioredis.Redis) -> None:
+    store = TicketStore(redis)
+    signals = InboxSignals(redis)
+    signals.start()
+    try:
+        await asyncio.wait_for(signals.subscribed.wait(), 10)
+        mine, other = signals.waiter("T1-1"), signals.waiter("T1-2")
+        await store.push_message("T1-1", InboxMessage(ts="1.0", user_id="U1", text="one more thing"))
+        await asyncio.wait_for(mine.wait(), 10)
+        assert not other.is_set()
+        assert [m.text for m in await store.pending_messages("T1-1")] == ["one more thing"]
+        # A released ticket is no longer woken; a new follower gets a fresh event.
+        signals.release("T1-1", mine)
+        assert signals.waiter("T1-1") is not mine
+    finally:
+        await signals.aclose()

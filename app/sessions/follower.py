@@ -25,6 +25,7 @@ from app.cost.budget import budget_param
 from app.render.base import Renderer
 from app.sessions import resources
 from app.sessions.cursor import Cursor, StaleLease
+from app.tickets.inbox_signal import FALLBACK_POLL_SECONDS
 from app.tickets.model import InboxMessage, Ticket, TicketState
 from app.tickets.store import TicketStore
 
@@ -77,6 +78,7 @@ class SessionFollower:
         still_leased: Callable[[], Awaitable[bool]],
         hooks: dict[str, EventHook] | None = None,
         max_backoff: float = 10.0,
+        inbox_signal: asyncio.Event | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -95,7 +97,10 @@ class SessionFollower:
         self._marking: set[asyncio.Task[None]] = set()
         # With a renderer that reports what reached Slack, content counts as shown only then.
         self.defer_content_marks = hasattr(renderer, "on_visible")
-        self.inbox_poll_seconds = 0.5
+        # Set when a message is pushed to this ticket's inbox (`app.tickets.inbox_signal`);
+        # without it, the inbox is polled often enough for a reply to reach a working agent.
+        self.inbox_signal = inbox_signal
+        self.inbox_poll_seconds = FALLBACK_POLL_SECONDS if inbox_signal is not None else 0.5
         self.reconnects = 0
 
     @property
@@ -201,7 +206,13 @@ class SessionFollower:
 
     async def _watch_inbox(self, session_id: str) -> None:
         while True:
-            await asyncio.sleep(self.inbox_poll_seconds)
+            if self.inbox_signal is None:
+                await asyncio.sleep(self.inbox_poll_seconds)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.inbox_signal.wait(), self.inbox_poll_seconds)
+                # Cleared before looking, so a push after the look sets it again for the next wait.
+                self.inbox_signal.clear()
             if await self.store.pending_messages(self.ticket.id):
                 await self._send_inbox(session_id)
 

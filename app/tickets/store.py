@@ -25,6 +25,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from app.tickets.inbox_signal import CHANNEL as INBOX_CHANNEL
 from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket, TicketState, Transition
 
 P = "sa:"
@@ -180,7 +181,11 @@ class TicketStore:
     # -- inbox: user messages on their way to the session ---------------------------------
 
     async def push_message(self, ticket_id: str, message: InboxMessage) -> None:
-        await self.redis.rpush(f"{P}ticket:{ticket_id}:inbox", message.model_dump_json())
+        """Queue a message for the ticket's session and wake its follower (`inbox_signal`)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(f"{P}ticket:{ticket_id}:inbox", message.model_dump_json())
+            pipe.publish(INBOX_CHANNEL, ticket_id)
+            await pipe.execute()
 
     async def pending_messages(self, ticket_id: str) -> list[InboxMessage]:
         raw = await self.redis.lrange(f"{P}ticket:{ticket_id}:inbox", 0, -1)
