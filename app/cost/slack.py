@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from app.config.model import Environment
 from app.cost.ledger import CostLedger, Row, Totals, TurnCost, utc_today
 from app.cost.model import format_duration, format_tokens, format_usd
+from app.render.slack_text import escape
 
 SECTION_TEXT_LIMIT = 3000
 HEADER_TEXT_LIMIT = 150
@@ -91,10 +92,6 @@ def _lines(lines: list[str], empty: str) -> str:
     return "\n".join(out)
 
 
-def _mrkdwn_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def summary_line(totals: Totals) -> str:
     """`$1.23 · 4 tickets · 12 turns · 1h 02m active · 1.3M tokens`."""
     parts = [f"*{format_usd(totals.total_usd)}*"]
@@ -115,7 +112,7 @@ def split_line(totals: Totals) -> str:
 
 def ticket_label(row: Row, *, with_channel: bool = False) -> str:
     ref = f"#{row.number}" if row.number is not None else row.key
-    title = f" {_mrkdwn_escape(row.title[:80])}" if row.title else ""
+    title = f" {escape(row.title[:80])}" if row.title else ""
     where = f" in <#{row.channel}>" if with_channel and row.channel else ""
     return f"*{ref}*{title}{where}"
 
@@ -218,7 +215,7 @@ def cost_home_blocks(summary: HomeSummary, max_rows: int = 15) -> list[dict[str,
     if len(summary.by_channel) > max_rows:
         channel_lines.append(f"…and {len(summary.by_channel) - max_rows} more channels")
     env_lines = [
-        f"*{_mrkdwn_escape(r.key)}* · {format_usd(r.totals.total_usd)} · {r.totals.tickets} ticket"
+        f"*{escape(r.key)}* · {format_usd(r.totals.total_usd)} · {r.totals.tickets} ticket"
         f"{'s' if r.totals.tickets != 1 else ''} · {split_line(r.totals)}"
         for r in summary.by_environment[:max_rows]
     ]

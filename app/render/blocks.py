@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from app.render.slack_text import truncate
+from app.render.slack_text import escape, truncate
 
 FEEDBACK_ACTION_ID = "feedback"
 APPROVE_ACTION_ID = "tool_approve"
@@ -30,11 +30,6 @@ STATUS_EMOJI = {
     "complete": ":white_check_mark:",
     "error": ":x:",
 }
-
-
-def escape(text: str) -> str:
-    """mrkdwn control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def feedback_block(ticket_id: str) -> dict[str, Any]:

@@ -13,6 +13,11 @@ _SUBTEAM = re.compile(r"<!subteam\^[A-Z0-9]+(\|[^>]*)?>")
 _MAX_HELD_ANGLE = 200
 
 
+def escape(text: str) -> str:
+    """mrkdwn's control characters, so text shows as written (no links, mentions or markup)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def neutralise_mentions(text: str) -> str:
     """Keep agent output from pinging a whole channel or user group."""
 

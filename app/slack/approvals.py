@@ -31,8 +31,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 
-from app.render.blocks import APPROVE_ACTION_ID, DENY_ACTION_ID, context_block, escape, parse_approval_value
-from app.render.slack_text import neutralise_mentions
+from app.render.blocks import APPROVE_ACTION_ID, DENY_ACTION_ID, context_block, parse_approval_value
+from app.render.slack_text import escape, neutralise_mentions
 from app.runtime import Services
 from app.sessions.custom_tools import CustomToolRunner
 from app.slack.permissions import may_approve

@@ -30,7 +30,7 @@ from slack_sdk.errors import SlackApiError
 from app.cost.ledger import CostLedger, Totals
 from app.cost.model import format_duration, format_usd
 from app.cost.slack import MAX_VIEW_BLOCKS, cost_home_blocks, home_summary
-from app.render.slack_text import neutralise_mentions
+from app.render.slack_text import escape, neutralise_mentions
 from app.runtime import Services
 from app.slack.blocks import ACTION_TRACE, section
 from app.slack.permalinks import permalinks
@@ -172,18 +172,14 @@ def layout(tickets: list[Ticket], status: str, room: int) -> list[TicketList]:
 # -- blocks -----------------------------------------------------------------------------------
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def ticket_block(row: TicketRow, now: float) -> dict[str, Any]:
     t = row.ticket
-    title = neutralise_mentions(_escape(" ".join(t.title.split())[:80])) or "_(no text)_"
+    title = neutralise_mentions(escape(" ".join(t.title.split())[:80])) or "_(no text)_"
     ref = f"<{row.link}|{t.ref}>" if row.link else t.ref
     age = format_duration(max(now - t.created_at, 0.0))
     facts = [
         STATE_LABELS.get(t.state, t.state.value),
-        _escape(t.environment),
+        escape(t.environment),
         f"<@{t.requester_id}>",
         f"<#{t.channel_id}>",
         f"{age} old",

@@ -24,6 +24,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
 from app.cost.model import format_duration
+from app.render.slack_text import escape
 from app.runtime import Services
 from app.slack.blocks import ACTION_TRACE
 from app.slack.permissions import is_staff
@@ -62,10 +63,6 @@ KIND_ICONS = {
     k.STREAM: ":speech_balloon:",
     k.SESSION: ":small_orange_diamond:",
 }
-
-
-def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def entry_line(entry: TraceEntry) -> str:
