@@ -276,11 +276,10 @@ class SlackEmulator:
         if view is None:
             raise KeyError(f"no view {view_id}")
         blocks = [b for b in view.get("blocks") or [] if block_id is None or b.get("block_id") == block_id]
-        action = _find_action(blocks, action_id)
         found = _find_element(blocks, action_id)
-        if action is None or found is None:
+        if found is None:
             raise KeyError(f"no element with action_id={action_id} in view {view_id}")
-        element = found[1]
+        action, element = _action_of(*found), found[1]
         if selected_option is not None:
             option = next((o for o in element.get("options") or [] if o.get("value") == selected_option), None)
             if option is None:
@@ -424,9 +423,12 @@ def _find_element(blocks: list[dict[str, Any]], action_id: str) -> tuple[dict[st
 
 def _find_action(blocks: list[dict[str, Any]], action_id: str) -> dict[str, Any] | None:
     found = _find_element(blocks, action_id)
-    if found is None:
-        return None
-    block, el = found
+    return _action_of(*found) if found is not None else None
+
+
+def _action_of(block: dict[str, Any], el: dict[str, Any]) -> dict[str, Any]:
+    """The `actions[]` entry Slack sends for a use of element `el` in `block`."""
+    action_id = el["action_id"]
     action: dict[str, Any] = {
         "action_id": action_id, "block_id": block.get("block_id", ""),
         "type": el.get("type", "button"),
