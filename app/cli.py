@@ -7,13 +7,13 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.config.model import AppConfig, load_config
 from app.config.settings import Settings, SettingsError, describe_missing, load_settings
 from app.config.yaml_lines import ConfigError
-from app.observability.logs import configure_logging
-from app.observability.sentry import init_sentry
-from app.runtime import build_services, make_scrubber
+
+if TYPE_CHECKING:
+    from app.config.model import AppConfig
 
 EXIT_USAGE = 2
 
@@ -28,6 +28,12 @@ def fail(message: str, code: int = 1) -> int:
 def _boot(
     need_slack: bool = True, need_anthropic: bool = True, receives_slack: bool | None = None
 ) -> tuple[Settings, AppConfig]:
+    # Imported here: `--help` and light commands should not pay for the SDKs.
+    from app.config.model import load_config
+    from app.observability.logs import configure_logging
+    from app.observability.sentry import init_sentry
+    from app.runtime import make_scrubber
+
     settings = load_settings()
     missing = settings.missing(need_slack=need_slack, need_anthropic=need_anthropic, receives_slack=receives_slack)
     if missing:
@@ -45,6 +51,7 @@ def _boot(
 
 def _serve(web: bool, worker: bool) -> Command:
     def command(args: argparse.Namespace) -> int:
+        from app.runtime import build_services
         from app.service import serve
 
         # Both roles post to Slack and call Anthropic (the web role's buttons stop, resolve and
@@ -55,13 +62,15 @@ def _serve(web: bool, worker: bool) -> Command:
         if getattr(args, "host", None):
             settings.host = args.host
         services = build_services(settings, config)
-        asyncio.run(serve(services, web=web, worker=worker))
-        return 0
+        # serve() says 0 only after SIGTERM/SIGINT; any other end of a role is a failure.
+        return asyncio.run(serve(services, web=web, worker=worker))
 
     return command
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from app.config.model import load_config
+
     settings = load_settings()
     path = Path(args.path) if args.path else settings.config_path
     config = load_config(path)
@@ -119,6 +128,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"support-agent: {exc}")
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = _redis_problem(exc)
+        if message is None:
+            raise
+        return fail(message)
+
+
+def _redis_problem(exc: BaseException) -> str | None:
+    """One line for an unreachable or refused Redis, instead of a traceback."""
+    from redis.exceptions import RedisError
+
+    from app.redis_conn import safe_url
+    from app.redis_health import RedisUnavailable
+
+    if isinstance(exc, RedisUnavailable):
+        return f"support-agent: {exc}"
+    if not isinstance(exc, RedisError | OSError):
+        return None
+    try:
+        url = load_settings().redis_url
+        where = f" at {safe_url(url.get_secret_value())}" if url else " (embedded)"
+    except SettingsError:
+        where = ""
+    return f"support-agent: cannot use Redis{where}: {exc}"
 
 
 if __name__ == "__main__":

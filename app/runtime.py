@@ -26,6 +26,7 @@ from app.jobs.lease import LeaseManager
 from app.jobs.queue import JobQueue
 from app.observability.scrub import Scrubber
 from app.redis_conn import EmbeddedRedis, connect, redis_url_or_embedded
+from app.redis_health import RedisWatch
 from app.tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Services:
     anthropic: AsyncAnthropic
     scrubber: Scrubber
     worker_id: str
+    redis_watch: RedisWatch
     embedded: EmbeddedRedis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -117,10 +119,14 @@ def build_services(settings: Settings, config: AppConfig | None = None) -> Servi
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     url, embedded = redis_url_or_embedded(redis_url, settings.redis_data_dir)
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    redis = connect(
+        url, max_connections=settings.redis_max_connections, pool_timeout=settings.redis_pool_timeout
+    )
     return Services(
         settings=settings,
         config=config,
-        redis=connect(url),
+        redis=redis,
+        redis_watch=RedisWatch(redis, url),
         slack=make_slack_client(settings),
         anthropic=make_anthropic_client(settings),
         scrubber=make_scrubber(settings, config),

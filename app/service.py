@@ -35,12 +35,22 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-async def _until(stop: asyncio.Event, *tasks: asyncio.Task[object]) -> None:
+async def _until(stop: asyncio.Event, *tasks: asyncio.Task[object]) -> bool:
+    """Wait for a requested stop or for a role to end by itself; True for the former."""
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in done:
-        if task is not waiter and task.exception():
-            log.error("role stopped with an error", exc_info=task.exception())
+        if task is waiter:
+            continue
+        if task.cancelled():
+            log.error("role cancelled", extra={"role": task.get_name()})
+        elif task.exception():
+            log.error("role stopped with an error", extra={"role": task.get_name()}, exc_info=task.exception())
+        else:
+            log.error("role ended on its own", extra={"role": task.get_name()})
+    if waiter not in done:
+        waiter.cancel()
+    return stop.is_set()
 
 
 def turn_controls(ticket: Ticket) -> list[dict[str, Any]]:
@@ -82,10 +92,19 @@ async def serve(
     worker: bool,
     stop: asyncio.Event | None = None,
     listen_socket: socket.socket | None = None,
-) -> None:
-    """Run the chosen roles until SIGINT/SIGTERM (or until `stop` is set)."""
+) -> int:
+    """Run the chosen roles until SIGINT/SIGTERM (or until `stop` is set).
+
+    Returns the process's exit status: 0 only after a requested stop; 1 when a role ended by
+    itself. Raises `RedisUnavailable` when Redis cannot be reached within the start-up allowance.
+    """
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
+    try:
+        await services.redis_watch.wait_at_start(services.settings.redis_start_timeout)
+    except BaseException:
+        await services.aclose()
+        raise
     tasks: list[asyncio.Task[object]] = []
     bolt = build_bolt_app(services)
     server: uvicorn.Server | None = None
@@ -103,14 +122,18 @@ async def serve(
             asgi, host=services.settings.host, port=services.settings.port, log_config=None, lifespan="on"
         )
         server = uvicorn.Server(config)
-        tasks.append(asyncio.create_task(server.serve(sockets=[listen_socket] if listen_socket else None)))
-        log.info("web listening", extra={"host": services.settings.host, "port": services.settings.port})
+        tasks.append(
+            asyncio.create_task(server.serve(sockets=[listen_socket] if listen_socket else None), name="web")
+        )
+        port = listen_socket.getsockname()[1] if listen_socket else services.settings.port
+        log.info("web listening", extra={"host": services.settings.host, "port": port})
     the_worker: Worker | None = None
     if worker:
         the_worker = make_worker(services)
-        tasks.append(asyncio.create_task(the_worker.run()))
+        tasks.append(asyncio.create_task(the_worker.run(), name="worker"))
+    requested = False
     try:
-        await _until(stop, *tasks)
+        requested = await _until(stop, *tasks)
     finally:
         if the_worker is not None:
             the_worker.stop()
@@ -120,3 +143,4 @@ async def serve(
             await socket_handler.close_async()
         await asyncio.gather(*tasks, return_exceptions=True)
         await services.aclose()
+    return 0 if requested else 1

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
 
     redis_url: SecretStr | None = None
     redis_data_dir: Path = Path("var")
+    # The pool waits this long for a free connection before a command fails (never at once).
+    redis_max_connections: int = Field(default=200, ge=2)
+    redis_pool_timeout: float = Field(default=10.0, gt=0)
+    # How long a role retries an unreachable Redis at start before exiting non-zero.
+    redis_start_timeout: float = Field(default=60.0, ge=0)
 
     sentry_dsn: SecretStr | None = None
     sentry_environment: str = "production"

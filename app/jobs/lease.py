@@ -16,28 +16,50 @@ import redis.asyncio as aioredis
 
 ACTIVE = "sa:active"
 
+# Fences only grow, even across a Redis that came back empty: a new grant's fence is at least
+# Redis's clock in milliseconds, so it is above every fence granted before the data was lost.
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local fence = redis.call('INCR', KEYS[2])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if fence < now then
+    redis.call('SET', KEYS[2], now)
+    fence = now
+  end
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
   return fence
 end
 return 0
 """
 
+# Renew our lease; or, when its key is gone (it lapsed while we could not reach Redis, or Redis
+# lost it) and nobody was granted the ticket since (the fence did not move past ours), take it
+# back. Anyone else's grant, live or since released, means we lost it.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
   return 1
 end
-return 0
+if current then return 0 end
+local fence = tonumber(redis.call('GET', KEYS[3]) or '0')
+local ours = tonumber(ARGV[5])
+if fence > ours then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if fence < ours then redis.call('SET', KEYS[3], ARGV[5]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 2
 """
 
+# ARGV[2]: 1 the ticket is done (leave the active set), 0 keep it there as it was, 2 hand it
+# off (score 0: any live worker's reaper takes it on its next pass, not after the lease time).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   if ARGV[2] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+  if ARGV[2] == '2' then redis.call('ZADD', KEYS[2], 0, ARGV[3]) end
   return 1
 end
 return 0
@@ -72,19 +94,22 @@ class LeaseManager:
         return Lease(ticket_id, holder, int(fence)) if fence else None
 
     async def renew(self, lease: Lease) -> bool:
+        """Extend the lease (or take it back if it lapsed and nobody else got it)."""
         return bool(
             await self._renew(
-                keys=[f"sa:lease:{lease.ticket_id}", ACTIVE],
-                args=[lease.holder, self.ttl_ms, self._expiry_score(), lease.ticket_id],
+                keys=[f"sa:lease:{lease.ticket_id}", ACTIVE, f"sa:fence:{lease.ticket_id}"],
+                args=[lease.holder, self.ttl_ms, self._expiry_score(), lease.ticket_id, lease.fence],
             )
         )
 
-    async def release(self, lease: Lease, done: bool) -> bool:
-        """Give the lease up; `done` also drops the ticket from the active set."""
+    async def release(self, lease: Lease, done: bool, handoff: bool = False) -> bool:
+        """Give the lease up; `done` also drops the ticket from the active set, `handoff` marks
+        it for the next live worker at once (a graceful shutdown)."""
+        mode = "1" if done else ("2" if handoff else "0")
         return bool(
             await self._release(
                 keys=[f"sa:lease:{lease.ticket_id}", ACTIVE],
-                args=[lease.holder, "1" if done else "0", lease.ticket_id],
+                args=[lease.holder, mode, lease.ticket_id],
             )
         )
 

@@ -294,6 +294,9 @@ class StreamRenderer:
         self._recipients: dict[str, str] = {}
         self._carry: dict[str, dict[str, Task]] = {}
         self._no_stream: dict[str, float] = {}
+        # Set by the worker: False once this process's lease on the ticket may have lapsed, so
+        # nothing more is written for it (its new holder renders it).
+        self.may_write: Callable[[str], bool] | None = None
 
     # ---- the Renderer protocol ----------------------------------------------------------
 
@@ -389,6 +392,8 @@ class StreamRenderer:
         await asyncio.shield(turn.done.wait())
 
     async def notice(self, ticket: Ticket, text: str) -> None:
+        if self.may_write is not None and not self.may_write(ticket.id):
+            return
         for part in split_text(neutralise_mentions(text)):
             try:
                 await self._call(
@@ -616,6 +621,12 @@ class StreamRenderer:
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     async def _step(self, turn: Turn) -> None:
+        if self.may_write is not None and not self.may_write(turn.ticket.id):
+            log.warning("lease lost: leaving the turn to the ticket's new holder", extra={"ticket": turn.ticket.id})
+            turn.dead = True
+            turn.outbox.clear()
+            turn.finished = True  # forgotten here, so a later lease of ours starts a fresh turn
+            return
         if turn.dead:
             turn.outbox.clear()
             turn.finished = turn.ending.is_set()

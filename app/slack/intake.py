@@ -15,7 +15,8 @@ from typing import Any
 from app.config.model import AppConfig
 from app.jobs.queue import JobQueue
 from app.slack.channels import environment_by_id
-from app.tickets.model import InboxMessage, Ticket, TicketState
+from app.tickets.commit import Committed, MessageCommit
+from app.tickets.model import InboxMessage
 from app.tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ IGNORED_SUBTYPES = frozenset(
 class IntakeResult:
     action: str  # "ignored" | "duplicate" | "opened" | "continued"
     reason: str = ""
-    ticket: Ticket | None = None
+    ticket_id: str | None = None
 
 
 def strip_mention(text: str, bot_user_id: str | None) -> str:
@@ -55,10 +56,18 @@ def strip_mention(text: str, bot_user_id: str | None) -> str:
 
 
 class Intake:
+    """Decides what a message is (pure), then commits it in one atomic Redis step.
+
+    Nothing is written for a message that is ignored; a message that is accepted is written
+    whole (dedupe markers, ticket, inbox, job) or not at all, so when anything fails the
+    exception reaches Bolt, Slack gets an error, and its retry redoes the delivery.
+    """
+
     def __init__(self, store: TicketStore, queue: JobQueue, config: AppConfig) -> None:
         self.store = store
         self.queue = queue
         self.config = config
+        self._commit = MessageCommit(store.redis)
 
     def _from_other_bot(self, event: dict[str, Any], bot_id: str | None, bot_user_id: str | None) -> str | None:
         if event.get("user") and event.get("user") == bot_user_id:
@@ -80,8 +89,6 @@ class Intake:
         bot_user_id: str | None,
         bot_id: str | None,
     ) -> IntakeResult:
-        if event_id and not await self.store.claim_event(event_id):
-            return IntakeResult("duplicate", "event already handled")
         subtype = event.get("subtype")
         if subtype in IGNORED_SUBTYPES or event.get("hidden"):
             return IntakeResult("ignored", f"subtype {subtype}")
@@ -91,59 +98,42 @@ class Intake:
         channel = event.get("channel")
         ts = event.get("ts")
         user = event.get("user") or event.get("bot_id") or "unknown"
-        if not channel or not ts:
+        if not isinstance(channel, str) or not isinstance(ts, str) or not channel or not ts:
             return IntakeResult("ignored", "no channel or ts")
-        text = event.get("text") or ""
-        thread_ts = event.get("thread_ts") or ts
+        raw_text = event.get("text")
+        text = raw_text if isinstance(raw_text, str) else ""
+        thread_ts = event.get("thread_ts")
+        thread_ts = thread_ts if isinstance(thread_ts, str) and thread_ts else ts
         mentioned = event.get("type") == "app_mention" or (
             bool(bot_user_id) and f"<@{bot_user_id}>" in text
         )
-        existing = await self.store.by_thread(team_id, channel, thread_ts)
-        if existing is None and not mentioned:
-            return IntakeResult("ignored", "not a ticket thread and no mention")
-        if not await self.store.claim_message(channel, ts):
-            return IntakeResult("duplicate", "message already handled")
-        try:
-            return await self._accept(existing, team_id, channel, thread_ts, ts, user, text, bot_user_id, mentioned)
-        except Exception:
-            # Let Slack's retry redo the whole thing rather than lose the message.
-            await self.store.release_message(channel, ts)
-            raise
-
-    async def _accept(
-        self,
-        existing: Ticket | None,
-        team_id: str,
-        channel: str,
-        thread_ts: str,
-        ts: str,
-        user: str,
-        text: str,
-        bot_user_id: str | None,
-        mentioned: bool,
-    ) -> IntakeResult:
         question = strip_mention(text, bot_user_id) or "(no text)"
-        if existing is None:
+        committed = await self._commit(
+            event_id=event_id if isinstance(event_id, str) and event_id else None,
+            team_id=team_id,
+            channel_id=channel,
+            thread_ts=thread_ts,
+            message=InboxMessage(ts=ts, user_id=str(user), text=question),
+            may_open=mentioned,
             # Only an explicit channel id is resolved here; names need Slack, which the worker asks.
-            environment = environment_by_id(self.config, channel) or ""
-            ticket, created = await self.store.open_ticket(
-                team_id=team_id,
-                channel_id=channel,
-                thread_ts=thread_ts,
-                requester_id=user,
-                environment=environment,
-                title=question[:120],
-            )
-            action = "opened" if created else "continued"
-        else:
-            ticket, action = existing, "continued"
-        # A reply in a resolved thread is chatter; a mention asks again (the worker reopens it).
-        if ticket.state == TicketState.RESOLVED and not mentioned:
-            return IntakeResult("ignored", "ticket resolved; mention the bot to reopen", ticket)
-        await self.store.push_message(ticket.id, InboxMessage(ts=ts, user_id=user, text=question))
-        await self.queue.enqueue(ticket.id, "message")
+            environment=environment_by_id(self.config, channel) or "",
+            title=question[:120],
+        )
+        return self._outcome(committed, channel, ts)
+
+    def _outcome(self, committed: Committed, channel: str, ts: str) -> IntakeResult:
+        status = committed.status
+        if status == "duplicate_event":
+            return IntakeResult("duplicate", "event already handled")
+        if status == "duplicate_message":
+            return IntakeResult("duplicate", "message already handled")
+        if status == "no_ticket":
+            return IntakeResult("ignored", "not a ticket thread and no mention")
+        if status == "resolved":
+            return IntakeResult("ignored", "ticket resolved; mention the bot to reopen", committed.ticket_id)
+        action = "opened" if committed.created else "continued"
         log.info(
             "ticket message accepted",
-            extra={"ticket": ticket.id, "action": action, "channel": channel, "slack_ts": ts},
+            extra={"ticket": committed.ticket_id, "action": action, "channel": channel, "slack_ts": ts},
         )
-        return IntakeResult(action, ticket=ticket)
+        return IntakeResult(action, ticket_id=committed.ticket_id)
