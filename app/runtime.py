@@ -25,6 +25,7 @@ from app.config.settings import Settings
 from app.jobs.lease import LeaseManager
 from app.jobs.queue import JobQueue
 from app.observability.scrub import Scrubber
+from app.redact import RedactingWebClient
 from app.redis_conn import EmbeddedRedis, connect, redis_url_or_embedded
 from app.redis_health import RedisWatch
 from app.tickets.store import TicketStore
@@ -58,7 +59,9 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
     kwargs: dict[str, Any] = {"token": token}
     if settings.slack_api_url:
         kwargs["base_url"] = settings.slack_api_url
-    client = AsyncWebClient(**kwargs)
+    # Everything posted passes the redactor (app/redact.py): no credential shape reaches Slack.
+    client = RedactingWebClient(**kwargs)
+    client.scrubber = make_scrubber(settings)
     # Rate limits are handled by our own renderer (it must keep pending text); only retry
     # failures that did not reach Slack's handler.
     client.retry_handlers = [

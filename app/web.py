@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
+from app.http_limits import BodyLimits
 from app.runtime import Services
+from app.slack.bolt_app import HANDLED_EVENTS
+from app.slack.edge import SlackEdge
 from app.webhooks import webhook_routes
 from mcp_servers.asgi import allowed_hosts_from_env, mcp_mounts
 from mcp_servers.auth import TokenRegistry
 
+log = logging.getLogger(__name__)
 
-def build_web_app(services: Services, bolt: AsyncApp, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    handler = AsyncSlackRequestHandler(bolt)
+SLACK_PATHS = ("/slack/events", "/slack/interactive", "/slack/commands")
 
-    async def slack_events(request: Request) -> Response:
-        return await handler.handle(request)
 
+def slack_routes(services: Services, bolt: AsyncApp) -> list[BaseRoute]:
+    """Slack's HTTP routes, only where they can be authenticated.
+
+    Without a signing secret (Socket Mode brings Slack's requests over its own authenticated
+    socket) the routes are not served at all: a request there gets 404, never a listener."""
+    secret = services.settings.slack_signing_secret
+    if secret is None or not secret.get_secret_value().strip():
+        log.info("Slack HTTP routes not served: no SLACK_SIGNING_SECRET")
+        return []
+    edge = SlackEdge(bolt, secret.get_secret_value(), HANDLED_EVENTS)
+    return [Route(path, edge.handle, methods=["POST"]) for path in SLACK_PATHS]
+
+
+def build_web_app(services: Services, bolt: AsyncApp, extra_routes: list[BaseRoute] | None = None) -> ASGIApp:
     async def healthz(request: Request) -> Response:
         try:
             await services.redis.ping()
@@ -45,12 +61,11 @@ def build_web_app(services: Services, bolt: AsyncApp, extra_routes: list[BaseRou
             yield
 
     routes: list[BaseRoute] = [
-        Route("/slack/events", slack_events, methods=["POST"]),
-        Route("/slack/interactive", slack_events, methods=["POST"]),
-        Route("/slack/commands", slack_events, methods=["POST"]),
+        *slack_routes(services, bolt),
         Route("/healthz", healthz, methods=["GET"]),
         *webhook_routes(services),
         *mcp_routes,
         *(extra_routes or []),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # Every body under /slack, /webhooks and /mcp is size- and time-bounded before it is read.
+    return BodyLimits(Starlette(routes=routes, lifespan=lifespan))

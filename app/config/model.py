@@ -125,7 +125,10 @@ class Approvers(Strict):
 class ChannelRule(Strict):
     ids: list[str] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
-    shared: bool = Field(default=False, description="Serve Slack Connect (externally shared) channels")
+    shared: bool = Field(
+        default=False,
+        description="Marks the environment for external parties: the only kind that serves shared channels",
+    )
 
     @field_validator("names")
     @classmethod
@@ -145,6 +148,11 @@ class Environment(Strict):
     retention_days: int | None = Field(default=None, gt=0)
     triage_channel: str | None = None
     triage_usergroup: str | None = None
+
+    @property
+    def external(self) -> bool:
+        """Marked for external parties: may serve shared (Slack Connect) channels and DMs."""
+        return self.channels.shared
 
 
 class SlackPolicy(Strict):
@@ -174,22 +182,34 @@ class AppConfig(Strict):
     def model_for(self, environment: str) -> str:
         return self.environments[environment].model or self.agent.model
 
+    def external_environments(self) -> list[str]:
+        return [name for name, env in self.environments.items() if env.external]
+
     def environment_for_channel(
         self, channel_id: str, channel_name: str | None = None, is_shared: bool = False
     ) -> str | None:
-        """The environment serving a channel: explicit id, then name, then the shared rule."""
-        for name, env in self.environments.items():
+        """The environment serving a channel, failing closed for shared ones.
+
+        A shared or external channel (Slack Connect, a DM with someone from another
+        organisation) is only ever served by an environment marked for external parties
+        (`channels.shared: true`), whatever its id or name say: a Slack Connect channel can be
+        named `#support` by the other side, and listing its id under `internal` by mistake must
+        not hand the customer internal tools. None means "not configured here".
+        """
+        candidates = {
+            name: env for name, env in self.environments.items() if env.external or not is_shared
+        }
+        for name, env in candidates.items():
             if channel_id in env.channels.ids:
                 return name
         if channel_name:
-            for name, env in self.environments.items():
+            for name, env in candidates.items():
                 if channel_name.lstrip("#") in env.channels.names:
                     return name
         if is_shared:
-            for name, env in self.environments.items():
-                if env.channels.shared:
-                    return name
-            return None  # never let an external channel fall through to an internal default
+            externals = self.external_environments()
+            # The first environment for external parties takes shared channels nobody named.
+            return externals[0] if externals else None
         return self.default_environment
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Where an operator finds each setting: named in the start-up error so nobody has to guess.
@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     # Lease on a ticket held by one worker; renewed at a third of this.
     lease_seconds: float = 15.0
+
+    @model_validator(mode="after")
+    def _no_blank_secrets(self) -> Settings:
+        # A blank signing secret would be a key anyone can sign with (HMAC with an empty key):
+        # refuse it rather than serve a route whose check means nothing.
+        for name in ("slack_signing_secret", "anthropic_webhook_signing_key", "slack_bot_token", "slack_app_token"):
+            value = getattr(self, name)
+            if value is not None and not value.get_secret_value().strip():
+                raise ValueError(f"{name.upper()} is set but empty; unset it or give the real value")
+        return self
+
+    @property
+    def serves_slack_http(self) -> bool:
+        """Slack's HTTP routes are served only when their requests can be verified."""
+        return self.slack_signing_secret is not None
 
     @property
     def socket_mode(self) -> bool:

@@ -15,10 +15,16 @@ from pydantic import SecretStr
 
 REDACTED = "[redacted]"
 
+# Credential shapes, each from its issuer's documented format: Slack (xoxb/xoxp/xoxa/xoxr/xoxe,
+# xapp), Anthropic (sk-ant-), AWS access key ids (AKIA/ASIA + 16), GitHub (ghp_/gho_/ghu_/ghs_/
+# ghr_ and fine-grained github_pat_), ours (sbk_mcp_), webhook secrets, bearer headers and JWTs.
 SECRET_PATTERN = re.compile(
     r"xox[abposre]-[A-Za-z0-9-]+"
     r"|xapp-[A-Za-z0-9-]+"
     r"|sk-ant-[A-Za-z0-9_-]+"
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
+    r"|\bgithub_pat_[A-Za-z0-9_]{20,}"
     r"|sbk_mcp_[A-Za-z0-9_-]+"
     r"|whsec_[A-Za-z0-9+/=_-]+"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"

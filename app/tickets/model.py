@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.redact import redact
 
 
 class TicketState(StrEnum):
@@ -33,6 +35,10 @@ ACTIVE_STATES = frozenset(
 class Ticket(BaseModel):
     """Stored as JSON in Redis; `id` is `<team>-<number>`."""
 
+    # The title is shown in Slack, Home and reports: credential shapes are redacted on every
+    # write, whoever sets it (intake, /support, the agent's update_ticket).
+    model_config = ConfigDict(validate_assignment=True)
+
     id: str
     number: int
     team_id: str
@@ -53,6 +59,11 @@ class Ticket(BaseModel):
     resolved_at: float | None = None
     # Set when retention deleted the session (its transcript is gone; our record and costs stay).
     session_deleted_at: float | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _redact_title(cls, title: str) -> str:
+        return redact(title)
 
     @property
     def ref(self) -> str:
