@@ -12,12 +12,15 @@ worker to send to a new session, exactly like a mention.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
@@ -120,6 +123,26 @@ def status_lines(tickets: list[Ticket], now: float | None = None) -> list[str]:
     return lines
 
 
+# Slack's signature is good for five minutes, so a captured command can be replayed that long;
+# Slack itself may deliver a command again (X-Slack-Retry-Num, Socket Mode's retry_attempt).
+COMMAND_SEEN_SECONDS = 10 * 60
+
+
+def command_delivery_key(command: dict[str, Any]) -> str:
+    """What identifies one run of a command: Slack issues a fresh `trigger_id` for every
+    invocation, so a retry or a replay carries the same one, while a person asking the same
+    question twice gets two. Team, channel, user and text are in the key too, so a replayed
+    trigger id cannot suppress a different command."""
+    parts = [str(command.get(k) or "") for k in ("team_id", "channel_id", "user_id", "command", "text", "trigger_id")]
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return f"sa:command:seen:{digest}"
+
+
+async def claim_command(redis: aioredis.Redis, command: dict[str, Any]) -> bool:
+    """True for the first delivery of a command, False for a retry or a replay."""
+    return bool(await redis.set(command_delivery_key(command), "1", nx=True, ex=COMMAND_SEEN_SECONDS))
+
+
 class SupportCommand:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -140,6 +163,9 @@ class SupportCommand:
         parsed = parse(command.get("text") or "", self.max_chars)
         try:
             if parsed.kind == "question":
+                if not await claim_command(self.services.redis, command):
+                    log.info("/support delivery already handled", extra={"channel": command.get("channel_id")})
+                    return
                 await self.open_ticket(command, parsed.text, respond)
             elif parsed.kind == "status":
                 await self.status(command, respond)
@@ -150,6 +176,9 @@ class SupportCommand:
 
                 await trace_command(self.services, command, parsed.text, respond)
         except Exception:
+            if parsed.kind == "question":  # not handled after all: a retry must be able to redo it
+                with contextlib.suppress(Exception):
+                    await self.services.redis.delete(command_delivery_key(command))
             log.exception("/support failed", extra={"kind": parsed.kind, "channel": command.get("channel_id")})
             await respond(text="Something went wrong handling that command; please try again.",
                           response_type="ephemeral")
@@ -159,7 +188,7 @@ class SupportCommand:
     async def open_ticket(self, command: dict[str, Any], question: str, respond: AsyncRespond) -> Ticket | None:
         s = self.services
         team_id, channel, user = command.get("team_id") or "", command["channel_id"], command["user_id"]
-        environment = await resolve_environment(s.slack, s.redis, s.config, channel)
+        environment = await resolve_environment(s.slack, s.redis, s.config, channel, team_id or None)
         if environment is None:
             await respond(
                 text=":no_entry: This channel is not set up for support tickets. An admin can add it to "

@@ -11,7 +11,10 @@ Each doc is a `.md`, `.markdown` or `.txt` file with optional YAML front matter:
     body...
 
 A doc's id is its path under the folder without the extension (`runbooks/redis-failover`).
-Hidden files and folders, folders starting with `_`, and `README.*` files are not indexed.
+Hidden files and folders, folders starting with `_`, and `README.*` files are not indexed;
+nor is anything but a regular file inside the folder (symlinks are never followed). Public and
+internal docs are ranked in separate indexes, so a public-only search's scores depend on
+public docs alone.
 The index lives in memory and is rebuilt whenever the folder's fingerprint (every doc's path,
 inode, size and mtime) changes; the fingerprint is taken on each query, which costs one
 `stat` per file. All methods are blocking: call them from a worker thread.
@@ -23,6 +26,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DOC_SUFFIXES = (".md", ".markdown", ".txt")
 MAX_DOC_BYTES = 1_000_000
+ALL_TABLE = "docs"  # every doc: what a token with docs:internal searches
+PUBLIC_TABLE = "docs_public"  # public docs only, with statistics of their own
 MAX_QUERY_TERMS = 24
 SNIPPET_TOKENS = 28
 
@@ -146,8 +152,9 @@ class KnowledgeBase:
         root = self.docs_dir
         if not root.is_dir():
             raise DocsFolderMissing(str(root))
+        real_root = root.resolve()
         found: list[tuple[str, Path, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
             for name in sorted(filenames):
                 if (
@@ -158,9 +165,15 @@ class KnowledgeBase:
                     continue
                 path = Path(dirpath) / name
                 try:
-                    st = path.stat()
+                    # lstat: a symlink is never followed, so a link to /etc/passwd or to a doc
+                    # outside the folder is not served; only regular files inside it are.
+                    st = path.lstat()
                 except OSError:
                     continue  # vanished between listing and stat
+                if not stat.S_ISREG(st.st_mode) or not _inside(path, real_root):
+                    log.warning("kb entry is not a regular file inside the folder; skipped",
+                                extra={"path": path.relative_to(root).as_posix()})
+                    continue
                 rel = path.relative_to(root).as_posix()
                 doc_id = rel.rsplit(".", 1)[0]
                 found.append((doc_id, path, st))
@@ -173,11 +186,16 @@ class KnowledgeBase:
 
     def _build(self, files: list[tuple[str, Path, os.stat_result]]) -> sqlite3.Connection:
         conn = sqlite3.connect(":memory:", check_same_thread=False)
-        conn.execute(
-            "CREATE VIRTUAL TABLE docs USING fts5("
-            "doc_id UNINDEXED, visibility UNINDEXED, url UNINDEXED, title, tags, body, "
-            "tokenize = 'porter unicode61 remove_diacritics 2')"
-        )
+        # Two indexes, one per audience: BM25's statistics (document count, average length,
+        # term frequencies) are those of the table searched, so a public-only caller's scores
+        # must come from a table holding public documents only, or they would reveal how often
+        # a word occurs in internal ones.
+        for table in (ALL_TABLE, PUBLIC_TABLE):
+            conn.execute(
+                f"CREATE VIRTUAL TABLE {table} USING fts5("
+                "doc_id UNINDEXED, visibility UNINDEXED, url UNINDEXED, title, tags, body, "
+                "tokenize = 'porter unicode61 remove_diacritics 2')"
+            )
         seen: set[str] = set()
         rows = []
         for doc_id, path, st in files:
@@ -188,15 +206,15 @@ class KnowledgeBase:
                 log.warning("kb doc too large; skipped", extra={"doc_id": doc_id, "bytes": st.st_size})
                 continue
             try:
-                text = path.read_text(encoding="utf-8", errors="replace")
+                text = _read_regular(path, st)
             except OSError:
                 continue
             seen.add(doc_id)
             doc = parse_doc(doc_id, text)
             rows.append((doc.id, doc.visibility, doc.url, doc.title, "\n".join(doc.tags), doc.body))
-        conn.executemany(
-            "INSERT INTO docs (doc_id, visibility, url, title, tags, body) VALUES (?, ?, ?, ?, ?, ?)", rows
-        )
+        insert = "INSERT INTO {} (doc_id, visibility, url, title, tags, body) VALUES (?, ?, ?, ?, ?, ?)"
+        conn.executemany(insert.format(ALL_TABLE), rows)
+        conn.executemany(insert.format(PUBLIC_TABLE), [r for r in rows if r[1] == "public"])
         conn.commit()
         self.builds += 1
         log.info("kb index built", extra={"docs": len(rows), "builds": self.builds})
@@ -223,16 +241,16 @@ class KnowledgeBase:
         expression = fts_query(query)
         if expression is None:
             return []
-        visibilities = ("public", "internal") if include_internal else ("public", "public")
+        table = ALL_TABLE if include_internal else PUBLIC_TABLE
         with self._lock:
             conn = self._fresh()
             rows = conn.execute(
                 "SELECT doc_id, title, url, tags, "
-                "snippet(docs, 5, '', '', ' … ', ?), "
-                "bm25(docs, 0.0, 0.0, 0.0, 8.0, 4.0, 1.0) AS rank "
-                "FROM docs WHERE docs MATCH ? AND visibility IN (?, ?) "
+                f"snippet({table}, 5, '', '', ' … ', ?), "
+                f"bm25({table}, 0.0, 0.0, 0.0, 8.0, 4.0, 1.0) AS rank "
+                f"FROM {table} WHERE {table} MATCH ? "
                 "ORDER BY rank LIMIT ?",
-                (SNIPPET_TOKENS, expression, *visibilities, limit),
+                (SNIPPET_TOKENS, expression, limit),
             ).fetchall()
         return [
             Hit(id=r[0], title=r[1], url=r[2], tags=_tags(r[3]), snippet=_clean_snippet(r[4]),
@@ -244,7 +262,7 @@ class KnowledgeBase:
         with self._lock:
             conn = self._fresh()
             row = conn.execute(
-                "SELECT doc_id, title, visibility, url, tags, body FROM docs WHERE doc_id = ?",
+                f"SELECT doc_id, title, visibility, url, tags, body FROM {ALL_TABLE} WHERE doc_id = ?",
                 (doc_id.strip().strip("/"),),
             ).fetchone()
         if row is None or (row[2] != "public" and not include_internal):
@@ -255,8 +273,28 @@ class KnowledgeBase:
     def count(self, *, include_internal: bool = True) -> int:
         with self._lock:
             conn = self._fresh()
-            sql = "SELECT count(*) FROM docs" + ("" if include_internal else " WHERE visibility = 'public'")
+            sql = f"SELECT count(*) FROM {ALL_TABLE if include_internal else PUBLIC_TABLE}"
             return int(conn.execute(sql).fetchone()[0])
+
+
+def _inside(path: Path, real_root: Path) -> bool:
+    try:
+        path.resolve().relative_to(real_root)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _read_regular(path: Path, listed: os.stat_result) -> str:
+    """The file's text, refusing a symlink swapped in since the listing (O_NOFOLLOW) and a file
+    that is no longer the one listed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_ino != listed.st_ino:
+            raise OSError("doc changed while reading")
+        data = handle.read(MAX_DOC_BYTES + 1)
+    return data.decode("utf-8", errors="replace")
 
 
 def _clean_snippet(snippet: str) -> str:
