@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from app.runtime import Services
 from app.tickets.model import TicketState
 from app.trace.record import record_webhook
+from app.webhook_shape import malformed_reason
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class AnthropicWebhooks:
             event = self.services.anthropic.beta.webhooks.unwrap(payload, headers=dict(request.headers), key=key)
         except Exception as exc:  # bad signature, expired, malformed: all the same to the sender
             return _refuse(type(exc).__name__, detail=str(exc)[:200])
+        if problem := malformed_reason(event):  # signed, but not a webhook event (#16)
+            log.warning("anthropic webhook refused", extra={"reason": problem})
+            return JSONResponse({"ok": False, "error": "bad_request"}, status_code=400)
         webhook_id = request.headers.get("webhook-id", "")
         claims = [f"sa:webhook:seen:{webhook_id}"]
         if event.id and event.id != webhook_id:

@@ -120,7 +120,7 @@ class ViewState(Loose):
 class View(Loose):
     id: str | None = None
     callback_id: str
-    type: str | None = None
+    type: str  # Bolt reads view.type of every view_submission
     private_metadata: str | None = None
     hash: str | None = None
     state: ViewState | None = None

@@ -1,0 +1,1 @@
+"""Seeded, bounded fuzzing of the web role's public edges (`support-agent fuzz`)."""
