@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 MUST_BE_ZERO = (
-    "status_5xx", "rejected_not_4xx", "crashes", "sentry_events_rejected", "error_logs_rejected",
+    "status_5xx", "rejected_not_4xx", "crashes", "hung_connections", "sentry_events_rejected", "error_logs_rejected",
     "tracebacks_rejected", "bodies_in_logs", "redis_keys_from_rejected", "memory_unbounded",
 )
 

@@ -35,6 +35,7 @@ from app.fuzz.cases import CANARY, Case
 WEBHOOK_KEY = "whsec_" + base64.b64encode(b"fuzz-webhook-signing-key-0123").decode()
 MCP_TOKENS = {"MCP_TOKEN_INTERNAL": "sbk_mcp_fuzz_internal_token_0001", "MCP_TOKEN_CUSTOMERS": "sbk_mcp_fuzz_cust_0002"}
 MEMORY_BOUND_MB = 96.0
+HUNG_SECONDS = 5.0
 PLACEHOLDER_URL = quote("http://127.0.0.1:9/never", safe="").encode()
 
 
@@ -47,6 +48,7 @@ class Figures:
     status_5xx_rejected: int = 0
     rejected_not_4xx: int = 0  # must be refused, got through (2xx/3xx)
     crashes: int = 0  # the server stopped answering or died
+    hung_connections: int = 0  # a lying Content-Length held the connection past HUNG_SECONDS
     sentry_events_rejected: int = 0
     sentry_events: int = 0
     error_logs_rejected: int = 0
@@ -148,7 +150,10 @@ class Fuzzer:
             head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
             writer.write(head.encode() + b"x" * 1000)
             await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), 15)
+            try:
+                line = await asyncio.wait_for(reader.readline(), HUNG_SECONDS)
+            except TimeoutError:
+                return -1  # the server is still waiting for the announced bytes: hung
             return int(line.split()[1]) if line.startswith(b"HTTP/") else 0
         finally:
             writer.close()
@@ -242,6 +247,8 @@ class Fuzzer:
                             figures.status_5xx_rejected += 1
                     if case.expect == "reject" and 0 < status < 400:
                         figures.rejected_not_4xx += 1
+                    if status == -1:
+                        figures.hung_connections += 1
                     if status == 0 or task.done():
                         figures.crashes += 1
                         if task.done():
