@@ -15,6 +15,7 @@ any number of web processes can serve them behind a load balancer.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -25,8 +26,9 @@ from urllib.parse import urlsplit
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_servers.auth import BearerGate, ScopedMCPServer, TokenRegistry
 from mcp_servers.ticket_history.server import RedisFactory
@@ -96,6 +98,74 @@ def transport_security(allowed_hosts: Iterable[str] = ()) -> TransportSecuritySe
         allowed_hosts=list(dict.fromkeys(hosts)),
         allowed_origins=list(dict.fromkeys(origins)),
     )
+
+
+class JsonRpcShape:
+    """Refuses a POST whose body is not a JSON-RPC 2.0 message with 400, before the SDK sees it.
+
+    The SDK answers most malformed messages itself, but a `tools/call` whose `params` or
+    `arguments` is not an object raised inside its dispatcher and was logged as an error (with
+    a Sentry event) for every such request. Checked: a JSON object (or a batch of them) with
+    `jsonrpc: "2.0"`, a string `method` for requests, an object `params` when present, and an
+    object `arguments` in `tools/call`. The body is already bounded (app.http_limits)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = jsonrpc_problem(body)
+        if problem is not None:
+            log.warning("mcp request refused", extra={"path": scope.get("path"), "reason": problem})
+            error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": f"Invalid request: {problem}"}}
+            await JSONResponse(error, status_code=400)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def jsonrpc_problem(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    messages = value if isinstance(value, list) else [value]
+    if not messages:
+        return "empty batch"
+    for message in messages:
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return "not a JSON-RPC 2.0 message"
+        if "method" in message and not isinstance(message["method"], str):
+            return "method is not a string"
+        params = message.get("params")
+        if params is not None and not isinstance(params, dict):
+            return "params is not an object"
+        if message.get("method") == "tools/call":
+            if not isinstance((params or {}).get("name"), str):
+                return "tools/call needs a tool name"
+            arguments = (params or {}).get("arguments")
+            if arguments is not None and not isinstance(arguments, dict):
+                return "tools/call arguments is not an object"
+    return None
 
 
 class McpAsgiApp:
@@ -186,7 +256,8 @@ def build_mcp_asgi(
         json_response=True,
         transport_security=transport_security(allowed_hosts),
     )
-    gate = BearerGate(inner, tokens, required_scope=required_scope, realm=name)
+    # Authenticated first (the gate), then the JSON-RPC shape, then the SDK.
+    gate = BearerGate(JsonRpcShape(inner), tokens, required_scope=required_scope, realm=name)
     return McpAsgiApp(name, server, inner, gate, path, extras)
 
 

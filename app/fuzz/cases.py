@@ -183,7 +183,7 @@ def slack_case(draw: st.DrawFn) -> Case:
                     draw(st.sampled_from([ctype, "application/json", "text/plain"])), "valid", "reject",
                     label="slack:malformed")
     if mode == "unsigned":
-        auth = draw(st.sampled_from(["none", "garbage_ts", "stale"]))
+        auth: Auth = draw(st.sampled_from(["none", "garbage_ts", "stale"]))
         return Case("slack", path, body, ctype, auth, "reject", label=f"slack:{auth}")
     if mode == "badsig":
         return Case("slack", path, body, ctype, "bad", "reject", label="slack:badsig")
