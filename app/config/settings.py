@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     port: int = 3000
     log_level: str = "INFO"
     worker_id: str | None = None
-    # Lease on a ticket held by one worker; renewed at a third of this.
-    lease_seconds: float = 15.0
+    # Lease on a ticket held by one worker; renewed at a third of this. A dead worker's tickets
+    # move within this plus the reaper's 1 s poll (6 s: taken over in under 7 s after a SIGKILL).
+    lease_seconds: float = Field(default=6.0, gt=0)
 
     @model_validator(mode="after")
     def _no_blank_secrets(self) -> Settings:
