@@ -34,6 +34,7 @@ from app.runtime import Services
 from app.slack.blocks import context, control_blocks, section
 from app.slack.channels import resolve_environment
 from app.slack.permissions import is_staff
+from app.tickets.commit import MessageCommit
 from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket
 
 log = logging.getLogger(__name__)
@@ -213,17 +214,21 @@ class SupportCommand:
             return None
         ts = str(posted["ts"])
         store = s.store
-        await store.claim_message(channel, ts)  # the echo of our own post is never a second question
-        ticket, _ = await store.open_ticket(
+        # One atomic step, as intake does: the message claim (the echo of our own post is never a
+        # second question), the ticket, its inbox message and the job, or nothing at all.
+        committed = await MessageCommit(s.redis)(
+            event_id=None,
             team_id=team_id,
             channel_id=channel,
             thread_ts=ts,
-            requester_id=user,
+            message=InboxMessage(ts=ts, user_id=user, text=question),
+            may_open=True,
             environment=environment,
             title=question[:120],
         )
-        await store.push_message(ticket.id, InboxMessage(ts=ts, user_id=user, text=question))
-        await s.queue().enqueue(ticket.id, "message")
+        ticket = await store.get(committed.ticket_id)
+        if ticket is None:
+            raise RuntimeError(f"/support ticket not committed ({committed.status})")
         log.info("ticket opened by /support", extra={"ticket": ticket.id, "channel": channel, "slack_ts": ts})
         try:
             await s.slack.chat_update(
