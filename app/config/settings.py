@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Where an operator finds each setting: named in the start-up error so nobody has to guess.
@@ -14,6 +14,12 @@ WHERE_TO_GET: dict[str, str] = {
     "SLACK_APP_TOKEN": "Slack app settings -> Basic Information -> App-Level Tokens (xapp-..., connections:write)",
     "ANTHROPIC_API_KEY": "Claude Console -> Settings -> API keys",
 }
+
+
+def is_placeholder(value: object) -> bool:
+    """A value left as `.env.example` shows it (`xoxb-...`, `sk-ant-...`, `...`)."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return isinstance(text, str) and text.strip().endswith("...")
 
 
 class Settings(BaseSettings):
@@ -56,6 +62,16 @@ class Settings(BaseSettings):
     # Lease on a ticket held by one worker; renewed at a third of this. A dead worker's tickets
     # move within this plus the reaper's 1 s poll (6 s: taken over in under 7 s after a SIGKILL).
     lease_seconds: float = Field(default=6.0, gt=0)
+
+    @field_validator(
+        "slack_bot_token", "slack_signing_secret", "slack_app_token", "anthropic_api_key",
+        "anthropic_webhook_signing_key", mode="before",
+    )
+    @classmethod
+    def _placeholder_is_unset(cls, value: object) -> object:
+        # `.env.example`'s `sk-ant-...` copied as is is not a key: treating it as one would start
+        # the real agent with a key that fails, and tell the user turns cost money.
+        return None if is_placeholder(value) else value
 
     @model_validator(mode="after")
     def _no_blank_secrets(self) -> Settings:

@@ -33,8 +33,17 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from app.config.yaml_lines import ConfigError
+    from app.sandbox.local_sandbox import SandboxBusy
+
     try:
         sandbox.start()
+    except ConfigError as exc:
+        print(f"support-agent sandbox: {exc}", file=sys.stderr)
+        return 2
+    except SandboxBusy as exc:
+        print(f"support-agent sandbox: cannot start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"support-agent sandbox: cannot start: {exc} (is port {args.port} in use? try --port)",
               file=sys.stderr)

@@ -22,9 +22,11 @@ production's.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ import redis as sync_redis
 import yaml
 from pydantic import SecretStr
 
+from app.config.model import load_config
 from app.config.settings import Settings
 from app.observability.logs import configure_logging
 from app.redis_conn import EmbeddedRedis
@@ -49,6 +52,10 @@ SANDBOX_SUFFIX = "-sandbox"
 CHANNEL = "C0001"  # #support in the emulator's seeded workspace, served by the `internal` environment
 STAFF_USER = "U0001"  # alice: staff in the sandbox, so she may approve tool calls
 MCP_TOKEN_VARS = ("MCP_TOKEN_INTERNAL", "MCP_TOKEN_CUSTOMERS")
+
+
+class SandboxBusy(OSError):
+    """Another sandbox holds this data folder or page port; nothing was changed."""
 
 
 @dataclass
@@ -135,6 +142,7 @@ class LocalSandbox:
         self.info: SandboxInfo | None = None
         self.log_path = data_dir / "sandbox.log"
         self._log_stream: Any = None
+        self._lock: Any = None
 
     @property
     def url(self) -> str:
@@ -163,6 +171,14 @@ class LocalSandbox:
         from app.sandbox.web_ui import build_web_ui
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Everything that can refuse comes before the wipe below: a second sandbox on the same
+        # data folder or page port must fail without touching the running one's Redis.
+        self._take_lock()
+        self._check_page_port()
+        source = self.config_source()
+        # The user's own file is validated first, so an error names their file and line (as
+        # `check-config` does), never the generated copy or a YAML traceback.
+        load_config(source)
         for var in MCP_TOKEN_VARS:  # the MCP servers mount only when their tokens are set
             if not os.environ.get(var, "").strip():
                 os.environ[var] = mint_token()
@@ -175,9 +191,6 @@ class LocalSandbox:
         self.stack.start()
         if not self.real_agent:
             self.stack.agents.set_scenario(demo_scenario())
-        source = self.settings.config_path
-        if not source.is_file():  # started outside a checkout: the project's own config
-            source = ROOT / "support-agent.yml"
         # A first config without the app's URL: the app's port is only known once it exists.
         config_path.write_text(self._config_text(source, None), encoding="utf-8")
         settings = self.stack.settings(**self._overrides())
@@ -191,6 +204,35 @@ class LocalSandbox:
         self.info = self._info()
         self.ui = ServerThread(build_web_ui(self.stack.slack, self.info), port=self.port).start()
         log.info("sandbox started", extra={"url": self.ui.url, "mode": self.info.mode, "app_url": self.app.url})
+
+    def config_source(self) -> Path:
+        source = self.settings.config_path
+        if not source.is_file() and "SUPPORT_AGENT_CONFIG" not in os.environ:
+            return ROOT / "support-agent.yml"  # started outside a checkout: the project's own config
+        return source
+
+    def _take_lock(self) -> None:
+        lock = open(self.data_dir / "sandbox.lock", "w", encoding="utf-8")  # held (locked) until stop()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise SandboxBusy(
+                f"another sandbox is running with data folder {self.data_dir}; stop it, or use --data-dir"
+            ) from None
+        self._lock = lock
+
+    def _check_page_port(self) -> None:
+        if not self.port:
+            return
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", self.port))
+        except OSError:
+            raise SandboxBusy(f"port {self.port} is in use (another sandbox?); try --port") from None
+        finally:
+            probe.close()
 
     def _config_text(self, source: Path, app_url: str | None) -> str:
         return sandbox_config(
@@ -279,6 +321,9 @@ class LocalSandbox:
                     logging.getLogger().removeHandler(handler)
             self._log_stream.close()
             self._log_stream = None
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
 
     def __enter__(self) -> LocalSandbox:
         return self.start()
