@@ -305,7 +305,11 @@ class CostLedger:
                     await pipe.watch(key, events_key)
                     if await pipe.sismember(events_key, source_event_id):
                         return None
-                    raw_prev = await pipe.hget(key, "snapshot")
+                    # Usage is cumulative per session: a Reopen's new session starts from zero, so
+                    # its snapshots are compared with its own, never with the ticket's old session.
+                    raw_prev = await pipe.hget(key, _snapshot_field(ticket.session_id))
+                    if raw_prev is None and await pipe.hget(key, "session") == (ticket.session_id or ""):
+                        raw_prev = await pipe.hget(key, "snapshot")  # recorded before per-session fields
                     prev = Usage.model_validate_json(raw_prev) if raw_prev else Usage()
                     raw_total = await pipe.hget(key, "total_n")
                     raw_exact = await pipe.hget(key, "cost_exact")
@@ -320,7 +324,7 @@ class CostLedger:
                     pipe.sadd(events_key, source_event_id)
                     if delta.is_zero:
                         # Nothing new to count, but a newer list cost is still worth keeping.
-                        pipe.hset(key, "snapshot", cumulative.model_dump_json())
+                        pipe.hset(key, _snapshot_field(ticket.session_id), cumulative.model_dump_json())
                         await pipe.execute()
                         return None
                     result = TurnCost(
@@ -373,7 +377,11 @@ class CostLedger:
         counters = {k: v for k, v in turn.counters().items() if v}
         for field, value in counters.items():
             pipe.hincrby(key, field, value)
-        pipe.hset(key, mapping={**_meta(ticket, model), "snapshot": cumulative.model_dump_json()})
+        snapshot = cumulative.model_dump_json()
+        # `snapshot` is the latest session's (what reports show); the per-session field is what
+        # the next snapshot of the same session is compared with.
+        pipe.hset(key, mapping={**_meta(ticket, model), "snapshot": snapshot,
+                                _snapshot_field(ticket.session_id): snapshot})
         if cumulative.list_cost_cents is not None:
             pipe.hset(key, "list_cost_cents", cumulative.list_cost_cents)
         pipe.rpush(f"{key}:turns", result.model_dump_json())
@@ -585,6 +593,10 @@ class CostLedger:
             row.environment = environment or ""
             row.number = int(number) if number else None
             row.title = title or ""
+
+
+def _snapshot_field(session_id: str | None) -> str:
+    return f"snapshot:{session_id}" if session_id else "snapshot"
 
 
 def _sorted(rows: list[Row]) -> list[Row]:
