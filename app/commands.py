@@ -20,6 +20,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "app.trace.cli",
     "app.retention",
     "app.sandbox.cli",
+    "app.doctor",
     "app.fuzz.cli",
 )
 
