@@ -685,3 +685,17 @@ async def test_a_payload_slack_keeps_refusing_is_dropped_and_the_turn_goes_on(
     out = shown(slack, ticket)
     assert out.startswith("Shown first.") and out.endswith("Shown after.")
     assert bot_messages(slack, ticket)[-1]["stream"]["state"] == "stopped"
+
+
+async def test_channel_type_not_supported_falls_back_to_a_posted_message(slack: SlackEmulator, make: Any) -> None:
+    """Issue 15 item 1: chat.startStream's documented refusal keeps the whole answer."""
+    slack.state.inject("chat.startStream", "channel_type_not_supported")
+    renderer = make()
+    ticket = await new_ticket(slack)
+    turn = synthetic_turn("ct", tool_calls=2, answer_chars=800, seconds=0.4)
+    await play(renderer, ticket, turn)
+    intro, answer = turn.messages
+    msgs = bot_messages(slack, ticket)
+    assert len(slack.state.calls("chat.startStream")) == 1  # refused once, not retried
+    assert len(msgs) == 1 and msgs[0]["text"] == intro + "\n\n" + answer
+    assert renderer.stats.fallbacks == 1 and renderer.stats.dropped_chars == 0

@@ -87,7 +87,9 @@ REFUSED_TEAM = frozenset({
     "missing_scope", "no_permission", "restricted_action", "method_deprecated",
 })
 REFUSED_HERE = frozenset({
-    "method_not_supported_for_channel_type", "user_not_found", "missing_recipient_user_id",
+    # channel_type_not_supported is chat.startStream's documented name (slack_methods.json).
+    "channel_type_not_supported", "method_not_supported_for_channel_type", "user_not_found",
+    "missing_recipient_user_id",
     "missing_recipient_team_id", "invalid_arguments", "not_implemented", "user_not_in_channel",
 })
 # Nothing more can be shown in this thread.

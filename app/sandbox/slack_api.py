@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from app.sandbox.server import ServerThread
 from app.sandbox.slack_content import ApiError, Ctx, decode_json_fields
+from app.sandbox.slack_contract import check_call
 from app.sandbox.slack_events import Delivery, EventSender, new_trigger_id
 from app.sandbox.slack_methods import METHODS
 from app.sandbox.slack_ratelimit import MethodLimit, RateLimitConfig
@@ -377,6 +378,7 @@ class SlackEmulator:
                 return 429, {"ok": False, "error": "ratelimited"}, retry_after, []
             ctx = Ctx(st, caller, params)
             try:
+                check_call(method, params)  # the published contract first, then the method's own rules
                 body = handler(ctx)
             except ApiError as err:
                 return 200, {"ok": False, "error": err.error, **err.extra}, None, []

@@ -87,6 +87,14 @@ def control_routes(emu: SlackEmulator) -> list[Route]:
                      count=int(d.get("count", 1)))
         return JSONResponse({"ok": True})
 
+    async def inject(request: Request) -> Response:
+        d = await body_of(request)
+        try:
+            st.inject(d["method"], d["error"], count=int(d.get("count", 1)))
+        except ValueError as exc:
+            return bad(str(exc))
+        return JSONResponse({"ok": True})
+
     async def users(request: Request) -> Response:
         d = await body_of(request)
         user = st.add_user(d["id"], d["name"], real_name=d.get("real_name", ""),
@@ -170,6 +178,7 @@ def control_routes(emu: SlackEmulator) -> list[Route]:
         Route("/_emulator/config", config, methods=["POST"]),
         Route("/_emulator/app_url", app_url, methods=["POST"]),
         Route("/_emulator/fail_next", fail_next, methods=["POST"]),
+        Route("/_emulator/inject", inject, methods=["POST"]),
         Route("/_emulator/users", users, methods=["POST"]),
         Route("/_emulator/channels", channels, methods=["POST"]),
         Route("/_emulator/user_posts", user_posts, methods=["POST"]),

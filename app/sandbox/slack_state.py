@@ -388,6 +388,18 @@ class SlackState:
         with self.lock:
             self.faults.setdefault(method, []).append(Fault(error, status, retry_after, count))
 
+    def inject(self, method: str, error: str, *, count: int = 1) -> None:
+        """Answer the next `count` calls of `method` with one of its documented errors.
+
+        Only errors in the method's published catalog (`slack_contract`) are accepted, so an
+        injected failure is always one the real Slack can give."""
+        # Imported here: slack_contract -> slack_content -> this module.
+        from app.sandbox.slack_contract import GENERIC_ERRORS, documented_errors
+
+        if error not in documented_errors(method) | GENERIC_ERRORS:
+            raise ValueError(f"{error!r} is not a documented error of {method}")
+        self.fail_next(method, error, count=count)
+
     def calls(self, method: str | None = None) -> list[CallRecord]:
         with self.lock:
             return [copy.deepcopy(c) for c in self.call_log if method is None or c.method == method]
