@@ -585,8 +585,10 @@ async def test_budget_pause_then_raise_resumes(emu: AgentsEmulator, client: Any)
         assert paused[-2].type == "session.usage" and paused[-2].usage.list_cost.amount == "45"
         assert "after" not in [e.content[0].text for e in paused if e.type == "agent.message"]
 
-        with pytest.raises(anthropic.BadRequestError):
-            await client.beta.sessions.events.send(session.id, events=[text("more")])
+        # Issue 15 item 3: nothing documents a 400 for a message while paused at the budget;
+        # it is accepted and queued (processed_at null) like any message sent mid-turn.
+        sent = await client.beta.sessions.events.send(session.id, events=[text("more")])
+        assert sent.data[0].processed_at is None
         with pytest.raises(anthropic.BadRequestError) as lowered:
             await client.beta.sessions.update(
                 session.id, budget={"type": "limit", "max_list_cost": {"amount": "45", "currency": "USD"}}
@@ -598,6 +600,8 @@ async def test_budget_pause_then_raise_resumes(emu: AgentsEmulator, client: Any)
         )
         no_extras(updated)
         resumed = await collect(stream)
+    queued_echo, *resumed = resumed  # the queued message's first echo (processed_at null)
+    assert queued_echo.type == "user.message" and queued_echo.processed_at is None
     assert [e.type for e in resumed][:2] == ["session.updated", "session.status_running"]
     assert resumed[0].budget.max_list_cost.amount == "100"
     assert [e.content[0].text for e in resumed if e.type == "agent.message"] == ["after"]

@@ -381,8 +381,8 @@ class SessionRuntime:
             for block in content:
                 if not isinstance(block, dict) or block.get("type") not in ("text", "image", "document", "redacted"):
                     raise ApiError(400, "user.message: unsupported content block")
-            if self.budget_paused:
-                raise ApiError(400, "session is paused at its budget: raise or remove the budget first")
+            # No rule against a message while paused at the budget: nothing in the SDK or the
+            # docs says so (issue 15 item 3); it queues like any message sent mid-turn.
         elif kind == "user.tool_confirmation":
             if raw.get("result") not in ("allow", "deny"):
                 raise ApiError(400, "user.tool_confirmation: result must be allow or deny")
