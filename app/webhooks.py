@@ -10,8 +10,9 @@ Verification (nothing is acted on unless all pass, else 401):
 - the Standard Webhooks signature over the *raw* body, checked by the SDK's
   `client.beta.webhooks.unwrap` with `ANTHROPIC_WEBHOOK_SIGNING_KEY` (`whsec_...`);
 - the timestamp inside the replay window (5 minutes, enforced by the same check);
-- the webhook id (and the event id) never seen before: a replay of a captured request is
-  refused. Ids are kept for 24 h, far past the window, after which the timestamp refuses it.
+- the webhook id (and the event id) never seen before: a signed repeat inside the window is
+  Anthropic's own retry, acknowledged (2xx, "duplicate") and ignored. Ids are kept for 24 h,
+  far past the window, after which the timestamp refuses it.
 If handling fails after the claim, the claim is dropped and the answer is 500, so Anthropic's
 retry (same ids) is processed.
 
@@ -81,7 +82,10 @@ class AnthropicWebhooks:
             if not await self.services.redis.set(claim, "1", nx=True, ex=SEEN_TTL_SECONDS):
                 for done in claimed:  # a partial claim must not block a later genuine delivery
                     await self.services.redis.delete(done)
-                return _refuse("replayed", webhook_id=webhook_id, event_id=event.id)
+                # Anthropic retries a delivery with the same id (its webhooks guide): a signed
+                # duplicate inside the window is acknowledged, so the retries stop, and ignored.
+                log.info("anthropic webhook redelivered", extra={"webhook_id": webhook_id, "event_id": event.id})
+                return JSONResponse({"ok": True, "action": "duplicate"})
             claimed.append(claim)
         try:
             action = await self.act(webhook_id or event.id, event)
