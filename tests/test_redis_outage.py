@@ -129,7 +129,7 @@ async def test_redis_restart_during_intake_loses_no_message(
     stack, procs = deployment
     # Questions keep arriving before, during and after an outage longer than the client's own
     # command retries, so some deliveries meet Redis going away half-way through intake.
-    texts = [f"question {i}" for i in range(40)]
+    texts = [f"question {i}" for i in range(24)]
 
     async def ask(i: int) -> tuple[str, list[Delivery]]:
         await asyncio.sleep(0.25 * i)
@@ -137,7 +137,7 @@ async def test_redis_restart_during_intake_loses_no_message(
 
     burst = asyncio.gather(*(ask(i) for i in range(len(texts))))
     await asyncio.sleep(0.5)
-    await asyncio.to_thread(outage, redis_server, how, 8.0)
+    await asyncio.to_thread(outage, redis_server, how, 5.0)
     posted = await burst
     for _, deliveries in posted:
         await deliver(stack, deliveries)
