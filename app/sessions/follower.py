@@ -322,6 +322,8 @@ class SessionFollower:
                 await self._move(TicketState.WAITING_REQUESTER, "turn failed: retries exhausted")
             elif stop == "refusal":
                 await self._move(TicketState.WAITING_REQUESTER, "agent declined")
+            else:  # a stop reason this SDK does not know yet: the agent is idle, not working
+                await self._move(TicketState.WAITING_REQUESTER, f"agent stopped ({stop})")
             await self.renderer.turn_ended(self.ticket, stop)
         elif etype in ("session.status_terminated", "session.deleted"):
             await self._move(TicketState.FAILED, f"session {etype.split('.')[-1]}")

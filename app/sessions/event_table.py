@@ -1,0 +1,60 @@
+"""Every event type of the installed SDK's stream union, and what the app does with it.
+
+`tests/test_event_union.py` compares this table with `typing.get_args` of
+`BetaManagedAgentsStreamSessionEvents`, so an SDK upgrade that adds a type fails until someone
+decides here whether the app handles it or ignores it, and why (issue 15).
+"""
+
+from __future__ import annotations
+
+# Shown or acted on: follower (`app.sessions.follower`) and renderer (`app.render.stream`).
+HANDLED: dict[str, str] = {
+    "agent.message": "the answer (renderer)",
+    "agent.thinking": "the thinking status (renderer)",
+    "agent.tool_use": "a task card (renderer)",
+    "agent.tool_result": "closes its task card (renderer)",
+    "agent.mcp_tool_use": "a task card; approvals (renderer, approvals)",
+    "agent.mcp_tool_result": "closes its task card (renderer)",
+    "agent.custom_tool_use": "runs our custom tool (sessions.custom_tools)",
+    "session.status_running": "ticket working (follower)",
+    "session.status_idle": "turn end by stop reason (follower)",
+    "session.status_rescheduled": "a retrying note (renderer)",
+    "session.status_terminated": "ticket failed (follower)",
+    "session.deleted": "ticket failed (follower)",
+    "session.error": "a note; terminal errors fail the ticket (renderer, follower)",
+    "session.usage": "cost ledger (sessions.cost_hooks)",
+    "event_start": "preview of an agent.message (renderer.delta)",
+    "event_delta": "preview text (renderer.delta)",
+}
+
+# Deliberately not shown. The reason says why; revisit when the feature it belongs to lands.
+IGNORED: dict[str, str] = {
+    "user.message": "our own message echoed back",
+    "user.interrupt": "our own Stop echoed back",
+    "user.tool_confirmation": "our own approval echoed back",
+    "user.custom_tool_result": "our own tool result echoed back",
+    "user.define_outcome": "our own outcome echoed back (outcomes not yet used)",
+    "user.tool_result": "our own tool result echoed back",
+    "system.message": "our own system message echoed back",
+    "agent.thread_message_received": "multiagent threads not shown yet (DESIGN: specialists)",
+    "agent.thread_message_sent": "multiagent threads not shown yet (DESIGN: specialists)",
+    "agent.thread_context_compacted": "internal context housekeeping; nothing for the user",
+    "session.thread_created": "multiagent threads not shown yet",
+    "session.thread_status_running": "multiagent threads not shown yet",
+    "session.thread_status_idle": "multiagent threads not shown yet",
+    "session.thread_status_terminated": "multiagent threads not shown yet",
+    "session.thread_status_rescheduled": "multiagent threads not shown yet",
+    "session.updated": "our own sessions.update (budget raise) echoed back",
+    "span.model_request_start": "timing only; usage comes from session.usage",
+    "span.model_request_end": "INCOMPLETE (issue 15 item 2): an errored end should discard the preview",
+    "span.outcome_evaluation_start": "outcomes not yet used",
+    "span.outcome_evaluation_ongoing": "outcomes not yet used",
+    "span.outcome_evaluation_end": "outcomes not yet used",
+    "workflow_run.created": "workflows not used by this app",
+    "workflow_run.status_running": "workflows not used by this app",
+    "workflow_run.status_idle": "workflows not used by this app",
+    "workflow_run.status_ended": "workflows not used by this app",
+    "workflow_run.phase_started": "workflows not used by this app",
+    "workflow_run.phase_ended": "workflows not used by this app",
+    "workflow_run.error": "workflows not used by this app",
+}
