@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,10 @@ def test_every_command_the_readme_names_runs_in_the_clone(clone: Path) -> None:
     commands = readme_commands(readme(clone))
     assert ["sandbox"] in commands and ["check-config"] in commands and len(commands) >= 10
     exe = str(clone / ".venv" / "bin" / "support-agent")
-    for words in commands:
-        result = run(clone, exe, *words, "--help")
+    # Side by side: each is a whole process start (imports included), the slow part here.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda words: run(clone, exe, *words, "--help"), commands))
+    for words, result in zip(commands, results, strict=True):
         assert result.returncode == 0, f"support-agent {' '.join(words)} --help: {result.stderr[-500:]}"
         assert "usage:" in result.stdout
     checked = run(clone, exe, "check-config")
