@@ -77,8 +77,14 @@ def test_a_web_role_that_cannot_listen_exits_non_zero(stack: Stack) -> None:
     assert result.returncode != 0
 
 
-@pytest.mark.parametrize("command", [["costs"], ["trace", "#1"]])
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:{port}/0", "nonsense://nowhere", "redis://:secret@127.0.0.1:{port}/0"])
+@pytest.mark.parametrize(
+    ("command", "url"),
+    [
+        (["costs"], "redis://127.0.0.1:{port}/0"),
+        (["trace", "#1"], "nonsense://nowhere"),
+        (["trace", "#1"], "redis://:secret@127.0.0.1:{port}/0"),
+    ],
+)
 def test_cli_commands_name_a_redis_problem_in_one_line(stack: Stack, command: list[str], url: str) -> None:
     result = cli(*command, env=stack.env(REDIS_URL=url.format(port=free_port())), timeout=30)
     assert result.returncode in (1, 2)
