@@ -144,7 +144,8 @@ def _redis_problem(exc: BaseException) -> str | None:
 
     if isinstance(exc, RedisUnavailable):
         return f"support-agent: {exc}"
-    if not isinstance(exc, RedisError | OSError):
+    # Only Redis's own errors: an OSError from elsewhere (a file, a socket) is not Redis's.
+    if not isinstance(exc, RedisError):
         return None
     try:
         url = load_settings().redis_url
