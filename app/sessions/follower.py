@@ -190,7 +190,10 @@ class SessionFollower:
                     if watcher.done() and watcher.exception():
                         raise watcher.exception()  # type: ignore[misc]
                     if event.type in ("event_start", "event_delta"):
-                        await self.renderer.delta(self.ticket, event)
+                        # A preview of an event the catch-up already handled (the stream was
+                        # opened before the listing) would show that text again.
+                        if _preview_of(event) not in self._handed:
+                            await self.renderer.delta(self.ticket, event)
                         continue
                     await self._handle(event, replay=False)
                     if event.type in END_EVENTS:
@@ -231,9 +234,12 @@ class SessionFollower:
         # Ids and types only: event bodies are customer data.
         sentry_sdk.add_breadcrumb(category="agent.event", message=etype, data={"id": event.id, "replay": replay})
         self._track_status(event)
-        if event.id in self._handed or await self.cursor.seen(event.id):
+        if event.id in self._handed:
             return
+        seen = await self.cursor.seen(event.id)
         self._handed.add(event.id)
+        if seen:
+            return
         if etype.startswith("user."):
             pass  # our own messages echoed back: nothing to show
         else:
@@ -410,6 +416,13 @@ class SessionFollower:
         if isinstance(exc, anthropic.APIStatusError):
             return f"the agent service refused the request ({exc.status_code})"
         return "the agent service could not be reached"
+
+
+def _preview_of(event: Any) -> str | None:
+    """The id of the event an `event_start` / `event_delta` frame previews."""
+    if event.type == "event_start":
+        return getattr(getattr(event, "event", None), "id", None)
+    return getattr(event, "event_id", None)
 
 
 def _event_text(event: Any) -> str:
