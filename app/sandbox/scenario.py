@@ -22,9 +22,11 @@ Step kinds (one key names the kind, the other keys are its options):
     {"thinking": {}}
     {"message": "text", "deltas": 3, "delta_delay": 0.0}
     {"tool": "web_search", "input": {}, "result": "...", "is_error": false,
-     "permission": "allow"|"ask"|"deny"|null, "deny_message": null, "on_deny": [steps]|null}
+     "permission": "allow"|"ask"|"deny"|null, "deny_message": null, "on_deny": [steps]|null,
+     "result_delay": 0.0}
     {"mcp_tool": "search_docs", "server": "knowledge_base", "input": {}, "result": "..."|null,
-     "is_error": false, "permission": ..., "deny_message": null, "on_deny": [steps]|null}
+     "is_error": false, "permission": ..., "deny_message": null, "on_deny": [steps]|null,
+     "result_delay": 0.0}
     {"custom_tool": "escalate_to_human", "input": {}}
     {"parallel": [tool | mcp_tool | custom_tool steps]}     one idle, several pending ids
     {"sleep": 0.2}
@@ -98,6 +100,8 @@ class ToolStep(_Step):
     permission: Permission | None = None
     deny_message: str | None = None
     on_deny: list[Step] | None = None
+    result_delay: float = Field(default=0.0, ge=0)
+    """Seconds the tool runs: between the tool use (or its approval) and its result."""
 
 
 class McpToolStep(_Step):
@@ -111,6 +115,7 @@ class McpToolStep(_Step):
     permission: Permission | None = None
     deny_message: str | None = None
     on_deny: list[Step] | None = None
+    result_delay: float = Field(default=0.0, ge=0)
 
 
 class CustomToolStep(_Step):
@@ -571,6 +576,8 @@ class TurnEngine:
 
     async def _run_tool(self, use: _Pending) -> None:
         step = use.step
+        if isinstance(step, ToolStep | McpToolStep) and step.result_delay:
+            await asyncio.sleep(step.result_delay)
         if isinstance(step, ToolStep):
             if step.tool == "web_search":
                 self.runtime.add_usage(UsageDelta(web_search_requests=1), emit=False)
