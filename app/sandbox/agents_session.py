@@ -9,16 +9,19 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from .agents_events import validate_event
 from .agents_resources import ApiError, rfc3339
 from .scenario import (
     Scenario,
     TurnEnded,
     TurnEngine,
+    TurnInterrupted,
     UsageDelta,
     content_text,
     pick_steps,
@@ -158,6 +161,12 @@ class SessionRuntime:
         self.turn_task: asyncio.Task[None] | None = None
         self.budget_resume: asyncio.Event | None = None
         self.rule_uses: dict[int, int] = {}
+        self.engine: TurnEngine | None = None
+        # Until this monotonic time the queryable status still reads running after an idle
+        # event (scenario `status_lag`; client-patterns section 6).
+        self.idle_visible_at = 0.0
+        self.outcome_evaluations: list[dict[str, Any]] = []
+        self.outcome: dict[str, Any] | None = None  # the outcome being worked on
 
     # -- the object --------------------------------------------------------------------------
 
@@ -165,13 +174,24 @@ class SessionRuntime:
     def budget_paused(self) -> bool:
         return self.budget_resume is not None
 
+    def current_scenario(self) -> Scenario:
+        return self.scenario or self.state.scenario
+
+    @property
+    def reported_status(self) -> str:
+        """The status `retrieve` and `list` show: an idle event reaches the stream slightly
+        before the queryable status says idle (client-patterns section 6)."""
+        if self.status == "idle" and time.monotonic() < self.idle_visible_at:
+            return "running"
+        return self.status
+
     def to_json(self) -> dict[str, Any]:
         end = self.ended_at or self.state.clock.now()
         return {
             "id": self.id,
             "type": "session",
             "title": self.title,
-            "status": self.status,
+            "status": self.reported_status,
             "agent": self.agent,
             "environment_id": self.environment_id,
             "vault_ids": list(self.vault_ids),
@@ -183,7 +203,7 @@ class SessionRuntime:
                 "active_seconds": self.usage.active_seconds,
                 "duration_seconds": round((end - self.created_at).total_seconds(), 6),
             },
-            "outcome_evaluations": [],
+            "outcome_evaluations": [dict(o) for o in self.outcome_evaluations],
             "deployment_id": None,
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
@@ -203,11 +223,15 @@ class SessionRuntime:
         event_id = fields.pop("id", None) or self.new_event_id()
         event = {"id": event_id, "type": event_type, "processed_at": rfc3339(self.state.clock.now())}
         event.update(fields)
+        validate_event(event)  # never a shape the SDK would not parse
         self.events.append(event)
         if event_type == "session.status_running":
             self.status = "running"
         elif event_type == "session.status_idle":
             self.status = "idle"
+            lag = self.current_scenario().status_lag
+            if lag:
+                self.idle_visible_at = time.monotonic() + lag
         elif event_type == "session.status_rescheduled":
             self.status = "rescheduling"
         elif event_type == "session.status_terminated":
@@ -348,6 +372,49 @@ class SessionRuntime:
             log.info("emulated MCP call to %s failed: %r", url, exc)
             return f"MCP call failed: {exc}", True
 
+    def evaluate(self, result: str, explanation: str | None) -> None:
+        """The grader's pass over the current outcome (docs: outcomes): start, a heartbeat,
+        end with the verdict; the session's `outcome_evaluations` entry follows it."""
+        outcome = self.outcome
+        if outcome is None:
+            outcome = self._new_outcome("(no outcome defined)", None)
+        iteration = outcome["iteration"]
+        outcome["result"] = "evaluating"
+        start = self.emit("span.outcome_evaluation_start", outcome_id=outcome["outcome_id"], iteration=iteration)
+        self.emit("span.outcome_evaluation_ongoing", outcome_id=outcome["outcome_id"], iteration=iteration)
+        text = explanation or f"emulated grader: {result}"
+        self.emit(
+            "span.outcome_evaluation_end",
+            outcome_evaluation_start_id=start["id"],
+            outcome_id=outcome["outcome_id"],
+            iteration=iteration,
+            result=result,
+            explanation=text,
+            usage={"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
+                   "cache_read_input_tokens": 0},
+        )
+        outcome["explanation"] = text
+        if result == "needs_revision":
+            outcome["iteration"] = iteration + 1
+            outcome["result"] = "running"
+        else:
+            outcome["result"] = result
+            outcome["completed_at"] = rfc3339(self.state.clock.now())
+
+    def _new_outcome(self, description: str, outcome_id: str | None) -> dict[str, Any]:
+        outcome = {
+            "type": "outcome_evaluation",
+            "outcome_id": outcome_id or self.state.new_id("outc"),
+            "description": description,
+            "iteration": 0,
+            "result": "pending",
+            "explanation": None,
+            "completed_at": None,
+        }
+        self.outcome_evaluations.append(outcome)
+        self.outcome = outcome
+        return outcome
+
     def flush_queue(self) -> None:
         self.flushed.extend(self.queued)
         self.queued.clear()
@@ -361,29 +428,49 @@ class SessionRuntime:
 
     def check_writable(self) -> None:
         if self.archived_at is not None:
+            # Reference digest section 17: "ConflictError (409 ...) e.g. sending to an archived
+            # session"; skills managed-agents-events.md "Archive": read-only afterwards.
             raise ApiError(409, "session is archived")
         if self.status == "terminated":
+            # Docs (session-operations): terminated is final, "ended by an unrecoverable error".
             raise ApiError(400, "session is terminated")
 
     def accept(self, raw_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validate, record and act on a batch from `events.send`. All or nothing."""
         self.check_writable()
-        for raw in raw_events:
+        for index, raw in enumerate(raw_events):
             self._validate(raw)
+            if raw.get("type") == "system.message":
+                # SDK BetaManagedAgentsSystemMessageEventParams: "At most one per request: it
+                # must be the final event and immediately follow the user.message,
+                # user.tool_result, or user.custom_tool_result it accompanies."
+                before = raw_events[index - 1].get("type") if index else None
+                if index != len(raw_events) - 1 or before not in (
+                    "user.message", "user.tool_result", "user.custom_tool_result"
+                ):
+                    raise ApiError(400, "system.message must be the last event, right after the event it accompanies")
         return [self._receive(raw) for raw in raw_events]
 
     def _validate(self, raw: dict[str, Any]) -> None:
+        """Each rule names its source: the SDK's param TypedDicts (`types/beta/sessions/
+        beta_managed_agents_*_event_params.py`) or the docs."""
         kind = raw.get("type")
         if kind == "user.message":
             content = raw.get("content")
-            if not isinstance(content, list) or not content:
-                raise ApiError(400, "user.message: content must be a non-empty array")
+            # SDK BetaManagedAgentsUserMessageEventParams: content Required[Iterable[Content]],
+            # Content = text | image | document | redacted (discriminated on type).
+            if not isinstance(content, list):
+                raise ApiError(400, "user.message: content must be an array")
             for block in content:
                 if not isinstance(block, dict) or block.get("type") not in ("text", "image", "document", "redacted"):
                     raise ApiError(400, "user.message: unsupported content block")
-            # No rule against a message while paused at the budget: nothing in the SDK or the
-            # docs says so (issue 15 item 3); it queues like any message sent mid-turn.
+            # No rule against a message while paused at the budget: neither the SDK nor the
+            # anthropics/skills guides say so (issue 15 item 3); it queues like any message
+            # sent mid-turn.
         elif kind == "user.tool_confirmation":
+            # SDK BetaManagedAgentsUserToolConfirmationEventParams: result Literal allow|deny;
+            # deny_message "Only allowed when result is 'deny'"; tool_use_id "can be found in
+            # the last session.status_idle event's stop_reason.event_ids".
             if raw.get("result") not in ("allow", "deny"):
                 raise ApiError(400, "user.tool_confirmation: result must be allow or deny")
             if raw.get("deny_message") is not None and raw.get("result") != "deny":
@@ -391,25 +478,50 @@ class SessionRuntime:
             if raw.get("tool_use_id") not in self.pending:
                 raise ApiError(400, "user.tool_confirmation: tool_use_id is not a pending tool use")
         elif kind == "user.custom_tool_result":
+            # SDK BetaManagedAgentsUserCustomToolResultEventParams: custom_tool_use_id "is also
+            # listed in the last session.status_idle event's stop_reason.event_ids".
             if raw.get("custom_tool_use_id") not in self.pending:
                 raise ApiError(400, "user.custom_tool_result: custom_tool_use_id is not pending")
         elif kind == "system.message":
-            content = raw.get("content")
-            if not isinstance(content, list) or not content:
-                raise ApiError(400, "system.message: content must be a non-empty array")
+            # SDK BetaManagedAgentsSystemMessageEventParams: content Required[Iterable[...]].
+            if not isinstance(raw.get("content"), list):
+                raise ApiError(400, "system.message: content must be an array")
         elif kind == "user.interrupt":
             pass
-        elif kind in ("user.define_outcome", "user.tool_result"):
-            raise ApiError(400, f"{kind} is not supported by the emulator")
+        elif kind == "user.define_outcome":
+            # SDK BetaManagedAgentsUserDefineOutcomeEventParams: description Required[str];
+            # rubric Required[text {content} | file {file_id}]; max_iterations "Default 3, max 20".
+            if not isinstance(raw.get("description"), str):
+                raise ApiError(400, "user.define_outcome: description is required")
+            rubric = raw.get("rubric")
+            if not isinstance(rubric, dict) or rubric.get("type") not in ("text", "file"):
+                raise ApiError(400, "user.define_outcome: rubric must be {type: text} or {type: file}")
+            if rubric["type"] == "text" and not isinstance(rubric.get("content"), str):
+                raise ApiError(400, "user.define_outcome: a text rubric needs content")
+            if rubric["type"] == "file" and not isinstance(rubric.get("file_id"), str):
+                raise ApiError(400, "user.define_outcome: a file rubric needs file_id")
+            iterations = raw.get("max_iterations")
+            if iterations is not None and (not isinstance(iterations, int) or not 1 <= iterations <= 20):
+                raise ApiError(400, "user.define_outcome: max_iterations is at most 20")
+        elif kind == "user.tool_result":
+            # SDK BetaManagedAgentsUserToolResultEventParams: "Only valid on self_hosted
+            # environments"; the emulator serves cloud environments only.
+            raise ApiError(400, "user.tool_result is only valid on self_hosted environments")
         else:
+            # SDK SessionEventSendParams: events are user.* or system.message params only.
             raise ApiError(400, f"unknown event type {kind!r}")
 
     def _receive(self, raw: dict[str, Any]) -> dict[str, Any]:
         event = {k: v for k, v in raw.items() if k != "session_thread_id"}
         event["id"] = self.new_event_id()
-        self.state.user_events.append({"session_id": self.id, "event": event})
         kind = event["type"]
-        if kind == "user.message":
+        if kind == "user.define_outcome":
+            # The echo carries a server-made outcome_id (SDK BetaManagedAgentsUserDefineOutcomeEvent).
+            event["outcome_id"] = self.state.new_id("outc")
+            event.setdefault("max_iterations", None)
+        self.state.user_events.append({"session_id": self.id, "event": event})
+        if kind in ("user.message", "user.define_outcome"):
+            # define_outcome "begins work on receipt" (SDK params docstring): a turn like a message.
             if self.worker is None and self.status != "terminated":
                 self._process_now(event)
                 self._start_turns(event)
@@ -420,13 +532,21 @@ class SessionRuntime:
             return event
         self._process_now(event)
         if kind == "user.interrupt":
-            if self.turn_task is not None and not self.turn_task.done() and not self.budget_paused:
-                self.turn_task.cancel()
+            self._interrupt()
         elif kind == "user.tool_confirmation":
             self._resolve(event["tool_use_id"], event)
         elif kind == "user.custom_tool_result":
             self._resolve(event["custom_tool_use_id"], event)
         return event
+
+    def _interrupt(self) -> None:
+        if self.turn_task is None or self.turn_task.done() or self.budget_paused:
+            return
+        engine = self.engine
+        if self.current_scenario().interrupt == "boundary" and engine is not None and not self.pending:
+            engine.interrupted = True  # the step in progress finishes first
+        else:
+            self.turn_task.cancel()
 
     def _process_now(self, event: dict[str, Any]) -> None:
         event["processed_at"] = rfc3339(self.state.clock.now())
@@ -458,17 +578,24 @@ class SessionRuntime:
                     event = self.queued.popleft()
                     event["processed_at"] = rfc3339(self.state.clock.now())
                     self.events.append(event)
+                    # Its second echo, now with processed_at (client-patterns section 2).
+                    self.broadcast(dict(event))
                     self.emit("session.status_running")
         finally:
             self.worker = None
             self.turn_task = None
 
     async def _turn(self, message: dict[str, Any]) -> None:
-        text = content_text(message.get("content"))
+        if message["type"] == "user.define_outcome":
+            text = str(message.get("description") or "")
+            self._new_outcome(text, message["outcome_id"])["result"] = "running"
+        else:
+            text = content_text(message.get("content"))
         self.processed_messages.append({"id": message["id"], "text": text})
-        scenario = self.scenario or self.state.scenario
+        scenario = self.current_scenario()
         steps = pick_steps(scenario, text, self.rule_uses)
         engine = TurnEngine(self, scenario, text, turn=len(self.processed_messages))
+        self.engine = engine
         task = asyncio.get_running_loop().create_task(engine.run(steps))
         self.turn_task = task
         try:
@@ -479,13 +606,14 @@ class SessionRuntime:
                 with contextlib.suppress(BaseException):
                     await task
         self.turn_task = None
+        self.engine = None
         if self.status == "terminated":
             return
         if task.cancelled():  # user.interrupt
             self.emit("session.status_idle", stop_reason={"type": "end_turn"})
             return
         exc = task.exception()
-        if exc is None:
+        if exc is None or isinstance(exc, TurnInterrupted):  # an interrupt also ends in end_turn
             self.emit("session.status_idle", stop_reason={"type": "end_turn"})
         elif not isinstance(exc, TurnEnded):
             log.exception("emulated turn failed", exc_info=exc)

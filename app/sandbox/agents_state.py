@@ -298,6 +298,49 @@ class EmulatorState(ResourceStore):
             raise ApiError(400, "budget.max_list_cost.currency must be USD")
         return {"type": "limit", "max_list_cost": {"amount": str(int(amount)), "currency": "USD"}}
 
+    def _resource(self, value: Any) -> dict[str, Any]:
+        """A session resource in the SDK's response shape (`BetaManagedAgentsSessionResource`)
+        from its create params (`session_create_params.Resource`): github_repository | file |
+        memory_store, each with the SDK's required fields and documented mount defaults."""
+        raw = need_dict(value, "resources[]")
+        kind = raw.get("type")
+        now = self.now()
+        if kind == "github_repository":
+            url = need_str(raw, "url")
+            checkout = raw.get("checkout")
+            bad_checkout = not isinstance(checkout, dict) or checkout.get("type") not in ("branch", "commit")
+            if checkout is not None and bad_checkout:
+                # SDK Checkout = BetaManagedAgentsBranchCheckoutParam | BetaManagedAgentsCommitCheckoutParam.
+                raise ApiError(400, "resources[].checkout: {type: branch, name} or {type: commit, sha}")
+            name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+            # authorization_token is write-only: kept out of the response (reference section 11).
+            return {
+                "id": self.new_id("sesrsc"), "type": kind, "url": url, "checkout": checkout,
+                "mount_path": raw.get("mount_path") or f"/workspace/{name}",  # SDK: default /workspace/<repo-name>
+                "created_at": now, "updated_at": now,
+            }
+        if kind == "file":
+            file_id = need_str(raw, "file_id")
+            return {
+                "id": self.new_id("sesrsc"), "type": kind, "file_id": file_id,
+                "mount_path": raw.get("mount_path") or f"/mnt/session/uploads/{file_id}",  # SDK default
+                "created_at": now, "updated_at": now,
+            }
+        if kind == "memory_store":
+            store_id = need_str(raw, "memory_store_id")
+            access = raw.get("access") or "read_write"  # SDK: "Defaults to read_write"
+            if access not in ("read_write", "read_only"):
+                raise ApiError(400, "resources[].access: read_write or read_only")  # SDK Literal
+            instructions = raw.get("instructions")
+            if instructions is not None and (not isinstance(instructions, str) or len(instructions) > 4096):
+                raise ApiError(400, "resources[].instructions: at most 4096 characters")  # SDK: "Max 4096 chars"
+            return {
+                "type": kind, "memory_store_id": store_id, "access": access, "instructions": instructions,
+                "description": "", "name": store_id, "mount_path": f"/mnt/memory/{store_id}",
+            }
+        # SDK session_create_params.Resource: the three kinds above.
+        raise ApiError(400, "resources[].type: github_repository, file or memory_store")
+
     def create_session(self, body: dict[str, Any]) -> dict[str, Any]:
         env_id = need_str(body, "environment_id")
         ref = body.get("agent")
@@ -327,14 +370,15 @@ class EmulatorState(ResourceStore):
         for vault_id in vault_ids:
             if self.vault(vault_id)["archived_at"] is not None:
                 raise ApiError(400, f"vault {vault_id!r} is archived")
-        if body.get("resources"):
-            raise ApiError(400, "resources are not supported by the emulator")
+        resources = [self._resource(r) for r in need_list(body.get("resources") or [], "resources")]
         initial = need_list(body.get("initial_events") or [], "initial_events")
         if len(initial) > 50:
+            # Reference digest section 5 (SDK session create docstring): "at most 50".
             raise ApiError(400, "initial_events: at most 50")
         for event in initial:
-            if not isinstance(event, dict) or event.get("type") != "user.message":
-                raise ApiError(400, "initial_events: only user.message is supported by the emulator")
+            # SDK session_create_params.InitialEvent = user.message | user.define_outcome params.
+            if not isinstance(event, dict) or event.get("type") not in ("user.message", "user.define_outcome"):
+                raise ApiError(400, "initial_events: only user.message and user.define_outcome")
         budget = self._budget(body["budget"]) if body.get("budget") is not None else None
         session = SessionRuntime(
             self,
@@ -345,7 +389,7 @@ class EmulatorState(ResourceStore):
             metadata=new_metadata(body.get("metadata")),
             title=opt_str(body, "title"),
             budget=budget,
-            resources=[],
+            resources=resources,
         )
         self.sessions[session.id] = session
         if initial:
@@ -405,7 +449,10 @@ class EmulatorState(ResourceStore):
 
     def archive_session(self, session_id: str) -> dict[str, Any]:
         session = self._session(session_id)
-        if session.status in ("running", "rescheduling"):
+        # anthropics/skills managed-agents-client-patterns.md section 6: archive or delete
+        # "will intermittently 400 with 'cannot delete/archive while running'" until the
+        # queryable status reflects the idle event (scenario `status_lag`).
+        if session.reported_status in ("running", "rescheduling"):
             raise ApiError(400, "cannot archive a running session")
         if session.archived_at is None:
             session.stop_tasks()
@@ -415,7 +462,7 @@ class EmulatorState(ResourceStore):
 
     def delete_session(self, session_id: str) -> dict[str, Any]:
         session = self._session(session_id)
-        if session.status in ("running", "rescheduling"):
+        if session.reported_status in ("running", "rescheduling"):  # client-patterns section 6
             raise ApiError(400, "cannot delete a running session")
         session.stop_tasks()
         session.emit("session.deleted")

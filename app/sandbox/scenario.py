@@ -20,7 +20,8 @@ whose `match` is null) supplies the turn's steps; with no match the agent answer
 Step kinds (one key names the kind, the other keys are its options):
 
     {"thinking": {}}
-    {"message": "text", "deltas": 3, "delta_delay": 0.0}
+    {"message": "text", "deltas": 3, "delta_delay": 0.0,
+     "fail_attempts": 0, "fail_after": 1, "fail_error": "model_request_failed_error"}
     {"tool": "web_search", "input": {}, "result": "...", "is_error": false,
      "permission": "allow"|"ask"|"deny"|null, "deny_message": null, "on_deny": [steps]|null,
      "result_delay": 0.0}
@@ -38,6 +39,35 @@ Step kinds (one key names the kind, the other keys are its options):
     {"drop_stream": {"mode": "close"|"abort"}}
     {"idle": "end_turn"|"retries_exhausted"|"refusal", "category": null, "explanation": null}
     {"terminate": {}}
+    {"event": "session.thread_created", "fields": {...}}   any event type of the SDK's union
+    {"evaluate": "satisfied"|"needs_revision"|"max_iterations_reached"|"failed",
+     "explanation": null}
+
+Documented sequences (docs: events-and-streaming "Live previews"; anthropics/skills
+skills/claude-api/shared/managed-agents-client-patterns.md sections 2, 3 and 6):
+
+- A message with `fail_attempts: n` is first previewed and cut off n times: `event_start`, the
+  first `fail_after` deltas, then `span.model_request_end` with `is_error: true` and no
+  buffered `agent.message` (the failed attempt's preview is closed by the span end), then
+  `session.error` (`fail_error`, retrying), `session.status_rescheduled`,
+  `session.status_running`, and a new `span.model_request_start` for the retry, which
+  succeeds with a new event id.
+- `status_lag` (seconds, scenario level): after each `session.status_idle` the session's
+  queryable status (`sessions.retrieve`, `sessions.list`) still reads `running` for that long,
+  and archive / delete answer 400 ("cannot archive/delete while running") meanwhile
+  (client-patterns section 6, "Post-idle status-write race").
+- `interrupt: "boundary"` (scenario level): `user.interrupt` lets the step in progress finish
+  (a message being streamed still ends in its `agent.message`) and stops before the next one,
+  then idle `end_turn` (client-patterns section 3: "keeps running until it reaches a safe
+  boundary, then goes idle"). `"immediate"` (default) cancels the step in progress.
+- A queued `user.message` is echoed on the stream twice: with `processed_at: null` when sent,
+  and with its timestamp when its turn starts (client-patterns section 2).
+- `event` emits any type of the installed SDK's event union (`agents_events.sdk_event_types`),
+  its required fields filled from the SDK's pydantic model unless `fields` gives them; the
+  emitted event is validated with the SDK's union.
+- `evaluate` grades the session's current outcome (`user.define_outcome`):
+  `span.outcome_evaluation_start`, `_ongoing`, `_end` with `result`, and the session's
+  `outcome_evaluations` entry follows (docs: outcomes).
 
 Permissions: with `permission` null, the session's agent configuration decides (the tool's
 `permission_policy`; MCP toolsets default to `always_ask`, the agent toolset to `always_allow`,
@@ -88,6 +118,11 @@ class MessageStep(_Step):
     message: str
     deltas: int = Field(default=3, ge=0)
     delta_delay: float = Field(default=0.0, ge=0)
+    fail_attempts: int = Field(default=0, ge=0, le=10)
+    """Model requests that fail mid-preview before the one that succeeds (see the docstring)."""
+    fail_after: int = Field(default=1, ge=0)
+    """Deltas a failed attempt shows before it is cut off."""
+    fail_error: str = "model_request_failed_error"
 
 
 class ToolStep(_Step):
@@ -173,6 +208,30 @@ class TerminateStep(_Step):
     terminate: dict[str, Any] = Field(default_factory=dict)
 
 
+class EventStep(_Step):
+    """Any event type of the installed SDK's union, shaped by the SDK's model."""
+
+    event: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> EventStep:
+        from .agents_events import PREVIEW_TYPES, sdk_event_types
+
+        if self.event not in sdk_event_types():
+            raise ValueError(f"{self.event!r} is not an event type of the installed anthropic SDK")
+        if self.event in PREVIEW_TYPES:
+            raise ValueError("previews come from message steps (deltas), not event steps")
+        return self
+
+
+class EvaluateStep(_Step):
+    """The grader's verdict on the current outcome (`user.define_outcome`)."""
+
+    evaluate: Literal["satisfied", "needs_revision", "max_iterations_reached", "failed"] = "satisfied"
+    explanation: str | None = None
+
+
 class ParallelStep(_Step):
     """Several tool calls from one model response: one idle lists every pending id."""
 
@@ -186,7 +245,9 @@ class ParallelStep(_Step):
         return self
 
 
+# Looked up in this order: `error` first, since an error step may carry a `message`.
 _STEP_KEYS: dict[str, type[_Step]] = {
+    "error": ErrorStep,
     "thinking": ThinkingStep,
     "message": MessageStep,
     "tool": ToolStep,
@@ -194,11 +255,12 @@ _STEP_KEYS: dict[str, type[_Step]] = {
     "custom_tool": CustomToolStep,
     "parallel": ParallelStep,
     "sleep": SleepStep,
-    "error": ErrorStep,
     "usage": UsageStep,
     "drop_stream": DropStreamStep,
     "idle": IdleStep,
     "terminate": TerminateStep,
+    "event": EventStep,
+    "evaluate": EvaluateStep,
 }
 
 
@@ -229,7 +291,9 @@ Step = Annotated[
     | Annotated[UsageStep, Tag("usage")]
     | Annotated[DropStreamStep, Tag("drop_stream")]
     | Annotated[IdleStep, Tag("idle")]
-    | Annotated[TerminateStep, Tag("terminate")],
+    | Annotated[TerminateStep, Tag("terminate")]
+    | Annotated[EventStep, Tag("event")]
+    | Annotated[EvaluateStep, Tag("evaluate")],
     Discriminator(_step_kind),
 ]
 
@@ -258,6 +322,12 @@ class Scenario(BaseModel):
     spans: bool = True
     """Wrap model output in `span.model_request_start` / `span.model_request_end` events."""
     default_deltas: int = 3
+    status_lag: float = Field(default=0.0, ge=0, le=30)
+    """Seconds after each idle event during which retrieve still reads running and archive /
+    delete answer 400 (client-patterns section 6)."""
+    interrupt: Literal["immediate", "boundary"] = "immediate"
+    """How `user.interrupt` ends a turn: cancel the step in progress, or let it finish
+    (client-patterns section 3: the real API stops at a safe boundary)."""
 
     @classmethod
     def parse(cls, value: Scenario | dict[str, Any] | list[Any] | None) -> Scenario:
@@ -324,9 +394,15 @@ class TurnRuntime(Protocol):
 
     def terminate(self) -> None: ...
 
+    def evaluate(self, result: str, explanation: str | None) -> None: ...
+
 
 class TurnEnded(Exception):
     """Raised inside the engine when a step ended the turn (idle, exhausted, terminate)."""
+
+
+class TurnInterrupted(Exception):
+    """Raised between steps after a `user.interrupt` under `interrupt: "boundary"`."""
 
 
 @dataclass
@@ -347,6 +423,8 @@ class TurnEngine:
     user_text: str
     turn: int = 1
     last_tool_result: str = ""
+    interrupted: bool = False
+    """Set by the runtime on `user.interrupt` under `interrupt: "boundary"`."""
     _span_id: str | None = None
     _span_usage: dict[str, int] = field(default_factory=dict)
 
@@ -407,6 +485,9 @@ class TurnEngine:
 
     async def _run_steps(self, steps: list[Step]) -> None:
         for step in steps:
+            if self.interrupted:  # a safe boundary: the step before has finished
+                self.close_span()
+                raise TurnInterrupted
             if isinstance(step, ThinkingStep | MessageStep | ToolStep | McpToolStep | CustomToolStep | ParallelStep):
                 if self._span_id is None:
                     await self.runtime.check_budget()
@@ -455,11 +536,42 @@ class TurnEngine:
             self.close_span()
             rt.terminate()
             raise TurnEnded
+        elif isinstance(step, EventStep):
+            from .agents_events import sample_event
+
+            body = sample_event(step.event, **step.fields)
+            given_id = step.fields.get("id")
+            body.pop("id", None)
+            body.pop("processed_at", None)
+            body.pop("type", None)
+            rt.emit(step.event, **({"id": given_id} if given_id else {}), **body)
+        elif isinstance(step, EvaluateStep):
+            self.close_span()
+            rt.evaluate(step.evaluate, step.explanation)
         return None
 
     async def _message(self, step: MessageStep) -> None:
         rt = self.runtime
         text = self.render(step.message)
+        for _ in range(step.fail_attempts):
+            # A model request that fails mid-answer: its preview is cut off, no buffered
+            # agent.message follows, span.model_request_end closes it (docs: "Live previews").
+            failed_id = rt.new_event_id()
+            rt.preview_start(failed_id, "agent.message")
+            for chunk in split_text(text, max(step.deltas, 1))[: step.fail_after]:
+                rt.preview_delta(failed_id, chunk)
+            self.close_span(is_error=True)
+            rt.emit(
+                "session.error",
+                error={
+                    "type": step.fail_error,
+                    "message": f"emulated {step.fail_error}",
+                    "retry_status": {"type": "retrying"},
+                },
+            )
+            rt.emit("session.status_rescheduled")
+            rt.emit("session.status_running")
+            self._open_span()
         event_id = rt.new_event_id()
         rt.preview_start(event_id, "agent.message")
         for chunk in split_text(text, step.deltas):
