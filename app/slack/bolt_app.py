@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from app.runtime import Services
+from app.runtime import Services, SlackClient
 from app.slack.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -25,7 +30,14 @@ def build_bolt_app(services: Services, extra_listeners: list[Registrar] | None =
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     )
     bolt = AsyncApp(
-        client=services.slack,
+        # Bolt's own client carries no token: `authorize` below gives each request the bot's
+        # token, from one auth.test per process (Bolt's single-team path makes one per
+        # concurrent first request). It shares the runtime's connection pool.
+        client=services.slack.clone(token=None),
+        authorize=SingleTeamAuthorize(services.slack).as_function(),
+        # Each request's client is ours (redacting, on the shared pool, safe to deep-copy for
+        # lazy listeners), in place of the plain one Bolt makes per request.
+        before_authorize=_client_per_request(services.slack),
         signing_secret=signing_secret,
         # Intake must reach Redis before Slack hears "ok": ack after the listener returns.
         process_before_response=True,
@@ -77,6 +89,63 @@ def build_bolt_app(services: Services, extra_listeners: list[Registrar] | None =
         register(bolt, services)
     _acknowledge_remaining(bolt)
     return bolt
+
+
+class SingleTeamAuthorize:
+    """Bolt `authorize` for our one workspace: auth.test once per process, shared by every
+    request; concurrent first requests wait for the same call. A failed call is not kept, so
+    the next request tries again."""
+
+    def __init__(self, client: SlackClient) -> None:
+        self.client = client
+        self.calls = 0
+        self._result: AsyncSlackResponse | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def auth_test(self) -> AsyncSlackResponse:
+        if self._result is not None:
+            return self._result
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._result is None:
+                self.calls += 1
+                self._result = await self.client.auth_test()
+            return self._result
+
+    async def authorize(self) -> AuthorizeResult:
+        # The request's own user stays the context's user_id (a bot token names no user).
+        result = await self.auth_test()
+        return AuthorizeResult.from_auth_test_response(
+            auth_test_response=result, bot_token=self.client.token, bot_scopes=result.headers.get("x-oauth-scopes")
+        )
+
+    def as_function(self) -> Callable[[], Awaitable[AuthorizeResult]]:
+        """For `AsyncApp(authorize=...)`, which passes arguments by the function's own names."""
+
+        async def authorize() -> AuthorizeResult:
+            return await self.authorize()
+
+        return authorize
+
+
+def _client_per_request(
+    client: SlackClient,
+) -> Callable[[AsyncBoltRequest, BoltResponse, Callable[[], Awaitable[BoltResponse]]], Awaitable[BoltResponse]]:
+    async def use_our_client(
+        req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        plain = req.context.get("client")
+        ours = client.clone(token=None, team_id=req.context.team_id)
+        req.context["client"] = ours
+        # Bolt's helpers made while building this middleware's arguments (say, complete, fail)
+        # hold the plain client: move them to ours too.
+        for value in req.context.values():
+            if plain is not None and getattr(value, "client", None) is plain:
+                value.client = ours
+        return await next()
+
+    return use_our_client
 
 
 # Every subscribed event needs a listener, or Bolt answers 404 and Slack keeps retrying.
