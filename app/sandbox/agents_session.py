@@ -220,10 +220,14 @@ class SessionRuntime:
         return self.state.new_id("sevt")
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
+        """Record and broadcast an event. `_unchecked=True` skips the SDK validation: only for
+        values newer than the installed SDK (a scenario's unknown stop reason)."""
+        checked = not fields.pop("_unchecked", False)
         event_id = fields.pop("id", None) or self.new_event_id()
         event = {"id": event_id, "type": event_type, "processed_at": rfc3339(self.state.clock.now())}
         event.update(fields)
-        validate_event(event)  # never a shape the SDK would not parse
+        if checked:
+            validate_event(event)  # never a shape the SDK would not parse
         self.events.append(event)
         if event_type == "session.status_running":
             self.status = "running"

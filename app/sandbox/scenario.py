@@ -37,7 +37,7 @@ Step kinds (one key names the kind, the other keys are its options):
                "cache_creation_5m_input_tokens": 0, "cache_creation_1h_input_tokens": 0,
                "active_seconds": 0.0, "web_search_requests": 0}}
     {"drop_stream": {"mode": "close"|"abort"}}
-    {"idle": "end_turn"|"retries_exhausted"|"refusal", "category": null, "explanation": null}
+    {"idle": "end_turn"|"retries_exhausted"|"refusal"|<newer>, "category": null, "explanation": null}
     {"terminate": {}}
     {"event": "session.thread_created", "fields": {...}}   any event type of the SDK's union
     {"evaluate": "satisfied"|"needs_revision"|"max_iterations_reached"|"failed",
@@ -198,8 +198,13 @@ class DropStreamStep(_Step):
     drop_stream: DropStreamOptions = Field(default_factory=DropStreamOptions)
 
 
+STOP_REASONS = frozenset({"end_turn", "retries_exhausted", "refusal"})
+
+
 class IdleStep(_Step):
-    idle: Literal["end_turn", "retries_exhausted", "refusal"]
+    idle: str
+    """end_turn | retries_exhausted | refusal; any other value is a stop reason newer than the
+    installed SDK (emitted unvalidated, to test that the app copes)."""
     category: Literal["cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms"] | None = None
     explanation: str | None = None
 
@@ -530,6 +535,8 @@ class TurnEngine:
                 if step.explanation:
                     details["explanation"] = step.explanation
                 fields["stop_details"] = details
+            if step.idle not in STOP_REASONS:
+                fields["_unchecked"] = True
             rt.emit("session.status_idle", **fields)
             raise TurnEnded
         elif isinstance(step, TerminateStep):

@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 
 # Stop reasons after which the agent waits for us, not for the requester.
 WAITING_ON_US = "requires_action"
+# Paused at its budget: replies wait in the inbox until an approver lets the session go on
+# (issue 15 item 3; whether the API queues or refuses a message then is not documented).
+BUDGET_PAUSE = "budget_reached"
+HELD_NOTICE = (
+    "The agent is paused at this ticket's budget. Your message will reach it once an approver "
+    "raises the budget."
+)
 STREAM_DELTAS: list[Any] = ["agent.message"]
 
 END_EVENTS = ("session.status_idle", "session.status_terminated", "session.deleted")
@@ -42,6 +49,12 @@ CONTENT_EVENTS = frozenset({
 })
 
 EventHook = Callable[[Ticket, Any], Awaitable[None]]
+
+# After an idle event, `sessions.retrieve` can still read running for a moment
+# (anthropics/skills managed-agents-client-patterns.md section 6, "Post-idle status-write
+# race"): while the stream stays silent the status is asked again after these waits (doubling).
+SETTLE_FIRST_WAIT = 0.2
+SETTLE_MAX_WAIT = 2.0
 
 
 class TurnFailed(Exception):
@@ -185,10 +198,34 @@ class SessionFollower:
                 return True
             # Messages that arrive while the agent works go to the session right away (it queues them).
             watcher = asyncio.create_task(self._watch_inbox(session_id))
+            events = stream.__aiter__()
+            pending: asyncio.Future[Any] | None = None
+            settle = SETTLE_FIRST_WAIT
             try:
-                async for event in stream:
-                    if watcher.done() and watcher.exception():
-                        raise watcher.exception()  # type: ignore[misc]
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(events.__anext__())
+                    # After an end event whose idle `retrieve` did not confirm yet, a silent
+                    # stream is not waited on forever: the documented race (the idle event
+                    # reaches the stream before the queryable status) is re-checked with backoff.
+                    settling = self._ended_unconfirmed()
+                    done, _ = await asyncio.wait(
+                        {pending, watcher}, timeout=settle if settling else None,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if watcher in done:  # it only ever ends by failing
+                        raise watcher.exception() or RuntimeError("the inbox watcher stopped")
+                    if pending not in done:
+                        if settling:
+                            if await self._turn_over(session_id):
+                                return True
+                            settle = min(settle * 2, SETTLE_MAX_WAIT)
+                        continue
+                    next_event, pending = pending, None
+                    try:
+                        event = next_event.result()
+                    except StopAsyncIteration:
+                        break
                     if event.type in ("event_start", "event_delta"):
                         # A preview of an event the catch-up already handled (the stream was
                         # opened before the listing) would show that text again.
@@ -197,15 +234,27 @@ class SessionFollower:
                         continue
                     await self._handle(event, replay=False)
                     if event.type in END_EVENTS:
+                        settle = SETTLE_FIRST_WAIT
                         await self._send_inbox(session_id)
                         if await self._turn_over(session_id):
                             return True
             finally:
                 watcher.cancel()
+                if pending is not None:
+                    pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watcher
+                if pending is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await pending
         # The server closed the stream without an end: reconnect and catch up.
         raise anthropic.APIConnectionError(request=httpx2.Request("GET", "stream-closed"))
+
+    def _ended_unconfirmed(self) -> bool:
+        """The stream said the turn ended, but the last `retrieve` still read running."""
+        return self._last_stop not in (None, WAITING_ON_US) and self.ticket.agent_status in (
+            "running", "rescheduling"
+        )
 
     async def _watch_inbox(self, session_id: str) -> None:
         while True:
@@ -341,9 +390,19 @@ class SessionFollower:
                 if await self.store.was_sent(self.ticket.id, message.ts):
                     await self.store.mark_sent(self.ticket.id, message)
                     continue
+                if self._last_stop == BUDGET_PAUSE:
+                    await self._hold(message)
+                    continue
                 await self._send(session_id, message)
                 await self.store.mark_sent(self.ticket.id, message)
                 self._last_stop = None
+
+    async def _hold(self, message: InboxMessage) -> None:
+        """Keep a reply in the inbox while the session is paused at its budget; say so once."""
+        key = f"sa:ticket:{self.ticket.id}:held:{message.ts}"
+        if await self.store.redis.set(key, "1", nx=True, ex=7 * 24 * 3600):
+            log.info("message held at the budget", extra={**self.log_extra, "slack_ts": message.ts})
+            await self.renderer.notice(self.ticket, HELD_NOTICE)
 
     async def _send(self, session_id: str, message: InboxMessage) -> None:
         """Deliver one user message exactly once.
@@ -379,7 +438,8 @@ class SessionFollower:
         """True when the agent is not working and nothing of ours is waiting to be sent."""
         if self._last_stop is None or self._last_stop == WAITING_ON_US:
             return False
-        if await self.store.pending_messages(self.ticket.id):
+        # Replies held at the budget wait for the raise (a new follow job), not for this one.
+        if self._last_stop != BUDGET_PAUSE and await self.store.pending_messages(self.ticket.id):
             return False
         if self._last_stop == "terminated":
             return True

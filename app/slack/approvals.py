@@ -14,8 +14,14 @@ nothing is sent. With no approvers configured only staff and admins can approve.
 
 Each tool call is decided once: the first decision is kept in Redis
 (`sa:ticket:<id>:approvals`, field = tool-use event id), later presses are told who decided.
-The buttons are then replaced by a line saying who approved or denied. Ticket state stays
-`waiting (on approval)` until the session runs again; the follower moves it from there.
+The buttons are then replaced by a line saying who approved or denied, when the message's
+blocks are the whole message (a posted message). A streamed message is never rewritten: what
+it shows was streamed as chunks, and `chat.stopStream`'s blocks are only "rendered at the
+bottom of the finalized message" (Slack's method reference), so the `blocks` of a click
+payload need not hold the answer or the task cards, and a `chat.update` with them could wipe
+both (issue 15 item 5). There the decision is posted as a reply in the thread instead; a
+later press is told who decided. Ticket state stays `waiting (on approval)` until the session
+runs again; the follower moves it from there.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from app.slack.permissions import may_approve
 from app.slack.threads import find_message
 from app.tickets.model import Ticket
 
-__all__ = ["DENY_MODAL_CALLBACK", "Approvals", "register"]
+__all__ = ["DENY_MODAL_CALLBACK", "Approvals", "blocks_hold_whole_message", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +147,17 @@ class Approvals:
     # -- Slack -----------------------------------------------------------------------------
 
     async def mark_message(self, channel: str, ts: str, tool_use_id: str, line: str,
-                           blocks: list[dict[str, Any]] | None = None, text: str | None = None,
-                           thread_ts: str | None = None) -> None:
-        """Replace the decided call's buttons on the request message with who decided."""
-        if blocks is None:
-            found = await self._message(channel, ts, thread_ts)
-            if found is None:
+                           message: dict[str, Any] | None = None, thread_ts: str | None = None) -> None:
+        """Replace the decided call's buttons on the request message with who decided; on a
+        streamed message, post who decided as a reply in the thread instead."""
+        if message is None:
+            message = await self._message(channel, ts, thread_ts)
+            if message is None:
                 return
-            blocks, text = found.get("blocks") or [], found.get("text")
+        blocks, text = message.get("blocks") or [], message.get("text")
+        if not blocks_hold_whole_message(message):
+            await self._reply(channel, thread_ts or message.get("thread_ts") or ts, line)
+            return
         changed = False
         out: list[dict[str, Any]] = []
         for block in blocks:
@@ -163,6 +172,14 @@ class Approvals:
             await self.slack.chat_update(channel=channel, ts=ts, text=text or "Approval needed.", blocks=out)
         except SlackApiError as exc:
             log.info("approval message not updated", extra={"channel": channel, "error": exc.response.get("error")})
+
+    async def _reply(self, channel: str, thread_ts: str, line: str) -> None:
+        try:
+            await self.slack.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=line, blocks=[context_block(line)]
+            )
+        except SlackApiError as exc:
+            log.info("approval reply not posted", extra={"channel": channel, "error": exc.response.get("error")})
 
     async def _message(self, channel: str, ts: str, thread_ts: str | None) -> dict[str, Any] | None:
         try:
@@ -212,6 +229,43 @@ class Approvals:
             log.info("deny modal not opened", extra={"ticket": ticket.id, "error": exc.response.get("error")})
             return False
         return True
+
+
+# Fallback texts the renderer gives a posted message that has no answer text of its own.
+_FALLBACK_TEXTS = frozenset({"", "Approval needed.", "Done."})
+
+
+def blocks_hold_whole_message(message: dict[str, Any]) -> bool:
+    """Whether a `chat.update` with this message's (edited) blocks keeps everything it shows.
+
+    Not for a streamed message: Slack marks one with `streaming_state` (the `message` of
+    `chat.stopStream`'s response, as typed by Slack's node SDK `ChatStopStreamResponseMessage`),
+    and its streamed text and task cards are chunks, not blocks. A message whose text appears
+    in none of its blocks is treated the same way, whatever marks it carries."""
+    if message.get("streaming_state") is not None or message.get("stream") is not None:
+        return False
+    text = str(message.get("text") or "").strip()
+    if text in _FALLBACK_TEXTS:
+        return True
+    return any(text in json_text(block) for block in message.get("blocks") or [])
+
+
+def json_text(block: dict[str, Any]) -> str:
+    """Every string inside a block, joined (where a message's text would be found)."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(block)
+    return "\n".join(out)
 
 
 def _approval_id(block: dict[str, Any]) -> str | None:
@@ -294,10 +348,9 @@ def register(bolt: AsyncApp, services: Services) -> None:
                 await approvals.explain(channel, user, outcome.text, ticket.thread_ts)
                 return
             if message_ts:
-                message = body.get("message") or {}
                 await approvals.mark_message(
                     channel, message_ts, tool_use_id, outcome.text,
-                    blocks=message.get("blocks"), text=message.get("text"),
+                    message=body.get("message") or None, thread_ts=thread_ts,
                 )
         except Exception:
             log.exception("approval failed", extra={"channel": channel})

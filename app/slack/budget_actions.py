@@ -44,6 +44,7 @@ from app.cost.slack import should_show_cost
 from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
 from app.sessions.budget_hooks import MESSAGE_KEY
+from app.slack.approvals import blocks_hold_whole_message
 from app.slack.blocks import CLOSED_STATES, section
 from app.slack.permissions import may_approve
 from app.slack.threads import find_message
@@ -207,6 +208,13 @@ class BudgetActions:
         if message is None:
             return
         ts = str(message["ts"])
+        if not blocks_hold_whole_message(message):
+            # A streamed message's blocks are not all it shows (see `app.slack.approvals`):
+            # never rewrite it. The note that follows in the thread says who acted.
+            log.info("budget buttons left on a streamed message", extra={"ticket": ticket.id})
+            return
+        if not any(b.get("block_id") == BUDGET_BLOCK_ID for b in message.get("blocks") or []):
+            return  # not the budget note: nothing of ours to replace
         blocks = [b for b in message.get("blocks") or [] if b.get("block_id") != BUDGET_BLOCK_ID]
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
         try:
