@@ -22,6 +22,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "app.sandbox.cli",
     "app.doctor",
     "app.fuzz.cli",
+    "app.chaos.cli",
 )
 
 
