@@ -139,10 +139,27 @@ class WebUi:
                 command.group(1), (command.group(2) or "").strip(), user=user,
                 user_name=who.name if who else user, channel=channel, channel_name=ch.name if ch else channel,
             )
-            return {"command": command.group(1), "status": delivery.status}
+            shown = self._immediate_response(delivery.body, channel, user) if delivery.status == 200 else None
+            return {"command": command.group(1), "status": delivery.status, "response": shown}
         ts = await self.emu.user_posts(channel, self._mentions(text), user=user, thread_ts=thread_ts,
                                        mention_bot=False)
         return {"ts": ts}
+
+    def _immediate_response(self, body: str, channel: str, user: str) -> dict[str, Any] | None:
+        """Show a slash command's immediate response (the JSON body of its 200) as Slack does:
+        Slack docs, "Responding to slash commands": a message payload in the acknowledgement
+        is shown like a `response_url` post, ephemeral unless `response_type` is `in_channel`."""
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except ValueError:
+            payload = {"text": body}  # a plain-text body is shown as the message text
+        if not isinstance(payload, dict) or not (payload.get("text") or payload.get("blocks")):
+            return None
+        from app.sandbox.slack_control import _apply_response
+
+        with self.state.lock:
+            _apply_response(self.emu, {"channel": channel, "user": user}, payload)
+        return {"text": payload.get("text", ""), "response_type": payload.get("response_type", "ephemeral")}
 
     async def click(self, channel: str, ts: str, action_id: str, user: str, value: str | None) -> dict[str, Any]:
         delivery = await self.emu.click(channel, ts, action_id, user=user, value=value)
