@@ -1,0 +1,556 @@
+"""Make Slack show what a turn's layout wants: streams, rotation, expiry, fallback, limits.
+
+One streamed message per turn where Slack allows it (`chat.startStream` / `appendStream` /
+`stopStream`), else one posted message edited with `chat.update`. Every call goes through the
+shared Redis buckets (`ratelimit.TokenBuckets`); its payload is built once the token is granted
+so the wait coalesces more, and a 429 blocks the bucket for `Retry-After` and sends the same
+pending content on the next try. Around each write the turn's record is saved
+(`app/render/records.py`): the intent before, the outcome after.
+
+A message shows a task in one place: a task update for a task of an earlier, closed message is
+applied to that message with `chat.update`, not repeated in the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from app.render import blocks as bk
+from app.render.describe import STOP_NOTES
+from app.render.layout import PLACEHOLDER, Batch, Part
+from app.render.ratelimit import TokenBuckets
+from app.render.records import ShownRecords, intent_for, snapshot
+from app.render.slack_text import split_text
+from app.render.turn import STREAM, UPDATE, RenderStats, SlackMessage, Turn
+from app.tickets.model import Ticket
+
+log = logging.getLogger(__name__)
+
+Footer = Callable[[Ticket], "str | Awaitable[str | None] | None"]
+Controls = Callable[[Ticket], list[dict[str, Any]]]
+Observer = Callable[[Ticket, list[Any]], None]
+# (ticket, "rotated" | "expired" | "refused" | "congested" | "adopted", detail)
+StreamObserver = Callable[[Ticket, str, dict[str, Any]], Awaitable[None]]
+Built = tuple[dict[str, Any], Batch | None]
+
+EXPIRED = "message_not_in_streaming_state"
+# chat.appendStream documents no msg_too_long (slack_methods.json); older emulators sent it.
+TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long"})
+# startStream errors meaning "no streaming here": for the whole workspace, or for this message.
+REFUSED_TEAM = frozenset({
+    "not_allowed", "feature_not_enabled", "unknown_method", "not_allowed_token_type",
+    "missing_scope", "no_permission", "restricted_action", "method_deprecated",
+})
+REFUSED_HERE = frozenset({
+    # channel_type_not_supported is chat.startStream's documented name (slack_methods.json).
+    "channel_type_not_supported", "method_not_supported_for_channel_type", "user_not_found",
+    "missing_recipient_user_id",
+    "missing_recipient_team_id", "invalid_arguments", "not_implemented", "user_not_in_channel",
+})
+
+
+@dataclass
+class Options:
+    flush_interval: float = 1.0
+    rotate_after: float = 270.0
+    task_display_mode: str = "timeline"
+    streaming: bool = True
+    feedback: bool = True
+    footer: Footer | str | None = None
+    controls: Controls | None = None
+    status_text: str = "is working on it…"
+    loading_messages: list[str] | None = None
+    start_wait: float | None = 10.0
+    key_prefix: str = "render"
+    no_stream: dict[str, float] = field(default_factory=dict)
+
+
+class Delivery:
+    def __init__(
+        self,
+        slack: AsyncWebClient,
+        redis: aioredis.Redis | None,
+        buckets: TokenBuckets | None,
+        options: Options,
+        stats: RenderStats,
+    ) -> None:
+        self.slack = slack
+        self.redis = redis
+        self.buckets = buckets
+        self.o = options
+        self.stats = stats
+        self.records = ShownRecords(redis, options.key_prefix)
+        self.on_visible: Observer | None = None
+        self.on_stream_event: StreamObserver | None = None
+
+    # ---- payloads -------------------------------------------------------------------------
+
+    def take(self, turn: Turn, msg: SlackMessage | None) -> Batch:
+        """The next payload for `msg` (None: a new message), from the front of the outbox."""
+        elsewhere = frozenset(t for m in turn.messages if m.closed and m is not msg for t in m.task_ids)
+        if msg is None:
+            return turn.layout.take("", set(), elsewhere=elsewhere)
+        return turn.layout.take(
+            msg.text, set(msg.task_ids), full=msg.full, has_plan=msg.has_plan, elsewhere=elsewhere
+        )
+
+    async def commit(self, turn: Turn, msg: SlackMessage, batch: Batch) -> None:
+        msg.parts.extend(batch.parts)
+        msg.task_ids.extend(t for t in batch.task_ids if t not in msg.task_ids)
+        msg.has_plan = msg.has_plan or batch.plan
+        msg.full = msg.full or batch.full
+        turn.layout.commit(batch)
+        for tid in batch.moved:
+            turn.stale.update(m.ts for m in turn.messages if m.closed and tid in m.task_ids)
+        if batch.sources and self.on_visible is not None:
+            self.on_visible(turn.ticket, batch.sources)
+        await self.records.save(turn.ticket.id, snapshot(turn))
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        ticket: Ticket,
+        method: str,
+        build: Callable[[], Built | None],
+        *,
+        max_wait: float | None = None,
+        turn: Turn | None = None,
+        msg: SlackMessage | None = None,
+    ) -> Built | None:
+        """One Web API call through the shared buckets; 429s wait and rebuild the payload.
+
+        `build` runs once the token is granted (so the payload holds everything pending) and
+        returns the keyword arguments and the batch they carry, or None for nothing to send.
+        With `turn`, the write's intent is recorded before it goes out.
+        """
+        fn = getattr(self.slack, method.replace(".", "_"))
+        transient = 0
+        while True:
+            if not await self._acquire(ticket, method, max_wait):
+                return None
+            built = build()
+            if built is None:
+                return None
+            kwargs, batch = built
+            if turn is not None:
+                parts, tasks = (batch.parts, batch.task_ids) if batch is not None else ([], [])
+                await self.records.save(ticket.id, snapshot(turn, intent_for(method, msg, parts, tasks)))
+            self.stats.calls[method] += 1
+            try:
+                response = await fn(**kwargs)
+            except SlackApiError as exc:
+                if exc.response.status_code != 429:
+                    raise
+                self.stats.rate_limited += 1
+                retry_after = _retry_after(exc.response)
+                log.info("slack rate limited", extra={"method": method, "retry_after": retry_after})
+                penalised = await self._penalise(ticket, method, retry_after)
+                if max_wait == 0:
+                    return None
+                if not penalised:
+                    await asyncio.sleep(retry_after)
+                continue
+            except (aiohttp.ClientError, TimeoutError):
+                transient += 1
+                if transient > 3:
+                    raise
+                await asyncio.sleep(0.5 * 2**transient)
+                continue
+            return response, batch
+
+    async def _acquire(self, ticket: Ticket, method: str, max_wait: float | None) -> bool:
+        if self.buckets is None:
+            return True
+        try:
+            return await self.buckets.acquire(ticket.team_id, method, ticket.channel_id, max_wait=max_wait)
+        except RedisError as exc:  # no shared budget for now: Slack's own 429s still pace us
+            log.warning("rate-limit buckets unavailable", extra={"error": type(exc).__name__})
+            return True
+
+    async def _penalise(self, ticket: Ticket, method: str, retry_after: float) -> bool:
+        if self.buckets is None:
+            return False
+        try:
+            return await self.buckets.penalise(ticket.team_id, method, ticket.channel_id, retry_after)
+        except RedisError:
+            return False
+
+    async def stream_event(self, turn: Turn, event: str, detail: dict[str, Any]) -> None:
+        """Tell `on_stream_event`; its failure is logged and never stops the turn."""
+        if self.on_stream_event is None:
+            return
+        try:
+            await self.on_stream_event(turn.ticket, event, detail)
+        except Exception:
+            log.exception("recording a stream event failed", extra={"ticket": turn.ticket.id, "event": event})
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    async def deliver(self, turn: Turn) -> None:
+        msg = turn.current
+        if msg is None:
+            await self.open_message(turn, None)
+        elif msg.mode == STREAM:
+            await self.append(turn, msg)
+        else:
+            await self.update(turn, msg, None)
+
+    async def open_message(self, turn: Turn, final: list[dict[str, Any]] | None) -> SlackMessage:
+        """A new message for the pending content: a stream if a start comes within
+        `start_wait` (the status shows while waiting), else a posted message. With `final`,
+        a posted message is also the last one (it carries the final blocks)."""
+        if turn.streaming:
+            first_wait = min(self.o.flush_interval, self.o.start_wait or 0.0)
+            started = await self.start(turn, first_wait)
+            if started is None:
+                if turn.status_wanted:
+                    await self.status(turn)
+                started = await self.start(turn, self.o.start_wait)
+            if started is not None:
+                return started
+            self.stats.congested += 1
+            posted = await self.post(turn, final)
+            await self.stream_event(turn, "congested", {"ts": posted.ts, "waited_seconds": self.o.start_wait})
+            return posted
+        return await self.post(turn, final)
+
+    async def start(self, turn: Turn, max_wait: float | None = None) -> SlackMessage | None:
+        """Open a stream with the pending content. None if no start token came within
+        `max_wait` (streams are Slack's scarcest budget: the caller posts a message instead)."""
+
+        def build() -> Built:
+            batch = self.take(turn, None)
+            kwargs: dict[str, Any] = {
+                "channel": turn.ticket.channel_id,
+                "thread_ts": turn.ticket.thread_ts,
+                "recipient_user_id": turn.recipient,
+                "recipient_team_id": turn.ticket.team_id,
+                "task_display_mode": self.o.task_display_mode,
+            }
+            if batch.chunks:
+                kwargs["chunks"] = batch.chunks
+            return kwargs, batch
+
+        try:
+            done = await self.call(turn.ticket, "chat.startStream", build, max_wait=max_wait, turn=turn)
+        except SlackApiError as exc:
+            error = _error(exc)
+            if error in REFUSED_TEAM or error in REFUSED_HERE:
+                await self.refuse(turn, error or "")
+                return await self.post(turn, None)
+            raise
+        if done is None:
+            return None
+        response, batch = _sent(done)
+        msg = SlackMessage(str(response["ts"]), STREAM, time.monotonic())
+        turn.messages.append(msg)
+        turn.status_dirty = False
+        self.stats.streams += 1
+        await self.commit(turn, msg, batch)
+        if msg.full:
+            await self.stop(turn, msg, None)
+        return msg
+
+    async def append(self, turn: Turn, msg: SlackMessage) -> None:
+        def build() -> Built:
+            batch = self.take(turn, msg)
+            return {"channel": turn.ticket.channel_id, "ts": msg.ts, "chunks": batch.chunks}, batch
+
+        if not self.take(turn, msg).chunks:
+            await self.commit(turn, msg, self.take(turn, msg))  # only separators: nothing to send
+            if msg.full:
+                await self.stop(turn, msg, None)
+            return
+        try:
+            done = await self.call(turn.ticket, "chat.appendStream", build, turn=turn, msg=msg)
+        except SlackApiError as exc:
+            error = _error(exc)
+            if error == EXPIRED:
+                await self.expired(turn, msg, None)
+                return
+            if error in TOO_LONG:
+                turn.layout.cap = max(1_000, len(msg.text))
+                msg.full = True
+                await self.stop(turn, msg, None)
+                return
+            raise
+        await self.commit(turn, msg, _sent(done)[1])
+        if msg.full:
+            await self.stop(turn, msg, None)
+
+    async def stop(self, turn: Turn, msg: SlackMessage, final: list[dict[str, Any]] | None) -> None:
+        """End a stream with whatever pending content fits (and the final blocks)."""
+
+        def build() -> Built:
+            batch = self.take(turn, msg)
+            kwargs: dict[str, Any] = {"channel": turn.ticket.channel_id, "ts": msg.ts}
+            if batch.chunks:
+                kwargs["chunks"] = batch.chunks
+            if final:
+                kwargs["blocks"] = final
+            if final is not None:
+                kwargs["metadata"] = _metadata(turn)
+            return kwargs, batch
+
+        try:
+            done = await self.call(turn.ticket, "chat.stopStream", build, turn=turn, msg=msg)
+        except SlackApiError as exc:
+            if _error(exc) == EXPIRED:
+                await self.expired(turn, msg, final)
+                return
+            raise
+        msg.final_blocks = final
+        msg.closed = True
+        await self.commit(turn, msg, _sent(done)[1])
+
+    async def expired(self, turn: Turn, msg: SlackMessage, final: list[dict[str, Any]] | None) -> None:
+        """The stream died before we stopped it: finish the same message with chat.update."""
+        self.stats.expired += 1
+        log.info("stream expired; finishing it with chat.update", extra={"ticket": turn.ticket.id})
+        msg.mode = UPDATE
+        await self.stream_event(turn, "expired", {"ts": msg.ts})
+        await self.update(turn, msg, final)
+        if turn.streaming:
+            msg.closed = True
+
+    async def update(self, turn: Turn, msg: SlackMessage, final: list[dict[str, Any]] | None) -> None:
+        def build() -> Built:
+            batch = self.take(turn, msg)
+            text = msg.text + batch.text
+            tasks = turn.layout.views([*msg.task_ids, *batch.task_ids])
+            kwargs: dict[str, Any] = {
+                "channel": turn.ticket.channel_id,
+                "ts": msg.ts,
+                "text": text or PLACEHOLDER,
+                "blocks": bk.message_blocks(text, tasks, final),
+            }
+            if final is not None:
+                kwargs["metadata"] = _metadata(turn)
+            return kwargs, batch
+
+        done = await self.call(turn.ticket, "chat.update", build, turn=turn, msg=msg)
+        turn.stale.discard(msg.ts)  # rewritten whole
+        if final is not None:
+            msg.final_blocks = final
+            msg.closed = True
+        elif msg.full:
+            msg.closed = True
+        await self.commit(turn, msg, _sent(done)[1])
+
+    async def post(self, turn: Turn, final: list[dict[str, Any]] | None) -> SlackMessage:
+        """A new message that is not a stream (fallback, or final blocks on their own)."""
+
+        def build() -> Built:
+            batch = self.take(turn, None)
+            tasks = turn.layout.views(batch.task_ids)
+            text = batch.text
+            approval = bool(turn.layout.approvals)
+            kwargs: dict[str, Any] = {
+                "channel": turn.ticket.channel_id,
+                "thread_ts": turn.ticket.thread_ts,
+                "text": text or (PLACEHOLDER if final is None else "Approval needed." if approval else "Done."),
+                "blocks": bk.message_blocks(text, tasks, final) or [bk.context_block(PLACEHOLDER)],
+            }
+            if final is not None:
+                kwargs["metadata"] = _metadata(turn)
+            return kwargs, batch
+
+        done = await self.call(turn.ticket, "chat.postMessage", build, turn=turn)
+        response, batch = _sent(done)
+        msg = SlackMessage(str(response["ts"]), UPDATE, time.monotonic())
+        turn.messages.append(msg)
+        turn.status_dirty = False
+        if final is not None:
+            msg.final_blocks = final
+            msg.closed = True
+        await self.commit(turn, msg, batch)
+        if msg.full:
+            msg.closed = True
+        return msg
+
+    async def rewrite(self, turn: Turn, msg: SlackMessage, parts: list[Part] | None = None) -> None:
+        """Make a message show its parts (corrected, or as they are) and its tasks' current status."""
+        if parts is not None:
+            msg.parts = parts
+        text = msg.text
+        pieces = split_text(text, turn.layout.cap) if text else [""]
+        views = turn.layout.views(msg.task_ids)
+        blocks = bk.message_blocks(pieces[0], views, msg.final_blocks)
+        # The top-level text is what notifications and screen readers get.
+        fallback = "; ".join(f"{v.title}: {v.status.replace('_', ' ')}" for v in views) or PLACEHOLDER
+        update: dict[str, Any] = {
+            "channel": turn.ticket.channel_id, "ts": msg.ts, "text": pieces[0] or fallback, "blocks": blocks,
+        }
+        if msg.final_blocks is not None:
+            update["metadata"] = _metadata(turn)
+        await self.call(turn.ticket, "chat.update", _fixed(update), turn=turn, msg=msg)
+        turn.stale.discard(msg.ts)
+        for extra in pieces[1:]:
+            post = {
+                "channel": turn.ticket.channel_id,
+                "thread_ts": turn.ticket.thread_ts,
+                "text": extra,
+                "blocks": bk.message_blocks(extra, []),
+            }
+            await self.call(turn.ticket, "chat.postMessage", _fixed(post))
+        await self.records.save(turn.ticket.id, snapshot(turn))
+
+    async def status(self, turn: Turn) -> None:
+        def build() -> Built:
+            kwargs: dict[str, Any] = {
+                "channel_id": turn.ticket.channel_id,
+                "thread_ts": turn.ticket.thread_ts,
+                "status": self.o.status_text,
+            }
+            if self.o.loading_messages:
+                kwargs["loading_messages"] = self.o.loading_messages
+            return kwargs, None
+
+        turn.status_retry_at = time.monotonic() + max(self.o.flush_interval, 1.0)
+        try:
+            done = await self.call(turn.ticket, "assistant.threads.setStatus", build, max_wait=0)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("setStatus failed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
+            turn.status_wanted = False
+            return
+        if done is not None:
+            turn.status_wanted = False
+            turn.status_set_at = time.monotonic()
+            turn.status_dirty = True
+
+    async def clear_status(self, turn: Turn) -> None:
+        try:
+            clear = {"channel_id": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts, "status": ""}
+            await self.call(turn.ticket, "assistant.threads.setStatus", _fixed(clear), max_wait=0)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("clearing the status failed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
+        turn.status_dirty = False
+
+    async def refuse(self, turn: Turn, error: str) -> None:
+        turn.streaming = False
+        self.stats.fallbacks += 1
+        log.warning("streaming refused; updating one message instead", extra={"ticket": turn.ticket.id, "error": error})
+        scope = "workspace" if error in REFUSED_TEAM else "turn"
+        await self.stream_event(turn, "refused", {"error": error, "scope": scope})
+        if error in REFUSED_TEAM:
+            self.o.no_stream[turn.ticket.team_id] = time.monotonic() + 3600
+            if self.redis is not None:
+                try:
+                    await self.redis.set(f"{self.o.key_prefix}:nostream:{turn.ticket.team_id}", error, ex=3600)
+                except RedisError:
+                    pass
+
+    # ---- the end of a turn ----------------------------------------------------------------
+
+    async def finish(self, turn: Turn) -> None:
+        while turn.outbox and not turn.layout.covers_all(self.take(turn, turn.current)):
+            await self.deliver(turn)
+        final = await self.final_blocks(turn)
+        msg = turn.current
+        if msg is None and turn.outbox and any(p.kind == "task" or p.mid for p in turn.outbox):
+            msg = await self.open_message(turn, final)
+        if msg is not None and msg.final_blocks is not None:
+            pass  # posted together with the final blocks
+        elif msg is not None and not msg.closed:
+            if msg.mode == STREAM:
+                await self.stop(turn, msg, final)
+            else:
+                await self.update(turn, msg, final)
+        elif final and (turn.layout.approvals or turn.layout.has_text or turn.stop_reason in STOP_NOTES):
+            last = turn.messages[-1] if turn.messages else None
+            if last is not None and last.final_blocks is None and not last.full:
+                last.final_blocks = final  # closed by a rotation just now: it ends the turn
+                await self.rewrite(turn, last)
+            else:
+                await self.post(turn, final)
+        turn.outbox.clear()
+        await self.fix_up(turn)
+        if turn.status_dirty:
+            await self.clear_status(turn)
+
+    async def final_blocks(self, turn: Turn) -> list[dict[str, Any]]:
+        ticket = turn.ticket
+        controls = self.o.controls(ticket) if self.o.controls is not None and turn.stop_reason != "shutdown" else []
+        footer = await self._footer(ticket) if turn.stop_reason not in ("requires_action", "shutdown") else None
+        return turn.layout.final_blocks(
+            ticket.id, turn.stop_reason, feedback=self.o.feedback, controls=controls, footer=footer
+        )
+
+    async def _footer(self, ticket: Ticket) -> str | None:
+        footer = self.o.footer
+        if footer is None or isinstance(footer, str):
+            return footer
+        try:
+            value = footer(ticket)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception:
+            log.exception("cost footer failed", extra={"ticket": ticket.id})
+            return None
+        return value
+
+    async def fix_up(self, turn: Turn) -> None:
+        """Rewrite messages whose live text diverged from the buffered agent messages, and
+        closed messages whose tasks moved on since they were closed."""
+        for msg in turn.messages:
+            parts = turn.layout.corrected(msg.parts)
+            if parts is not None:
+                self.stats.fixups += 1
+                await self.rewrite(turn, msg, parts)
+            elif msg.ts in turn.stale:
+                await self.rewrite(turn, msg)
+
+
+def _metadata(turn: Turn) -> dict[str, Any]:
+    payload = {"ticket_id": turn.ticket.id}
+    if turn.ticket.session_id:
+        payload["session_id"] = turn.ticket.session_id
+    return {"event_type": "support_agent_turn", "event_payload": payload}
+
+
+def _fixed(kwargs: dict[str, Any]) -> Callable[[], Built]:
+    """A payload that does not depend on pending content."""
+    return lambda: (kwargs, None)
+
+
+def _sent(done: Built | None) -> tuple[Any, Batch]:
+    """The response and batch of a call made with a batch-building payload."""
+    assert done is not None and done[1] is not None
+    return done[0], done[1]
+
+
+def _error(exc: BaseException) -> str | None:
+    if isinstance(exc, SlackApiError):
+        try:
+            return str(exc.response.get("error") or "") or None
+        except Exception:
+            return None
+    return type(exc).__name__
+
+
+def _retry_after(response: Any) -> float:
+    headers = getattr(response, "headers", None) or {}
+    value = None
+    for key in ("Retry-After", "retry-after"):
+        if key in headers:
+            value = headers[key]
+            break
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return max(0.0, float(value)) if value is not None else 1.0
+    except (TypeError, ValueError):
+        return 1.0
