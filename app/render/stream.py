@@ -135,15 +135,20 @@ class StreamRenderer:
     # ---- the Renderer protocol ----------------------------------------------------------
 
     async def begin_turn(self, ticket: Ticket, user_id: str | None) -> None:
-        """The next stream for this ticket goes to `user_id` (whose message starts a turn)."""
-        if not user_id:
-            return
-        _remember(self._recipients, ticket.id, user_id)
-        if self.redis is not None:
-            try:
-                await self.redis.set(self._key("recipient", ticket.id), user_id, ex=30 * 86400)
-            except RedisError:
-                log.warning("could not save the turn's recipient", extra={"ticket": ticket.id})
+        """A user's message starts a turn: its stream goes to `user_id` (default: the ticket's
+        requester), and the thread shows the agent at work right away."""
+        if user_id:
+            _remember(self._recipients, ticket.id, user_id)
+            if self.redis is not None:
+                try:
+                    await self.redis.set(self._key("recipient", ticket.id), user_id, ex=30 * 86400)
+                except RedisError:
+                    log.warning("could not save the turn's recipient", extra={"ticket": ticket.id})
+        turn = await self._open(ticket)
+        if turn.current is None:
+            turn.status_wanted = True
+            turn.status_retry_at = time.monotonic()
+            turn.wake.set()
 
     async def event(self, ticket: Ticket, event: Any, *, replay: bool) -> None:
         etype = str(getattr(event, "type", ""))
@@ -197,6 +202,9 @@ class StreamRenderer:
     async def notice(self, ticket: Ticket, text: str) -> None:
         if self.may_write is not None and not self.may_write(ticket.id):
             return
+        turn = self._turns.get(ticket.id)
+        if turn is not None and not turn.messages and not turn.outbox and not turn.ending.is_set():
+            await self.turn_ended(ticket, "failed")  # only a status so far: the notice replaces it
         for part in split_text(neutralise_mentions(text)):
             kwargs = {"channel": ticket.channel_id, "thread_ts": ticket.thread_ts, "text": part}
             try:
