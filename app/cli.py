@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.config.settings import Settings, SettingsError, describe_missing, load_settings
-from app.config.yaml_lines import ConfigError
-
+# Settings (pydantic) and the SDKs are imported where a command needs them: `--help` and the
+# listing of commands stay fast.
 if TYPE_CHECKING:
     from app.config.model import AppConfig
+    from app.config.settings import Settings
 
 EXIT_USAGE = 2
 
 Command = Callable[[argparse.Namespace], int]
+
+
+# A running sandbox (`support-agent sandbox`) writes how to reach it here, under its data folder;
+# `costs` and `trace` read it (see `cli_settings`).
+SANDBOX_DIR = Path("var/sandbox")
+SANDBOX_CONNECTION = "connection.env"
+SANDBOX_LOCK = "sandbox.lock"
+# Variables of the connection file -> Settings fields.
+SANDBOX_VARS = {
+    "REDIS_URL": "redis_url",
+    "SLACK_API_URL": "slack_api_url",
+    "SLACK_BOT_TOKEN": "slack_bot_token",
+    "ANTHROPIC_BASE_URL": "anthropic_base_url",
+    "ANTHROPIC_API_KEY": "anthropic_api_key",
+    "SUPPORT_AGENT_CONFIG": "config_path",
+}
 
 
 def fail(message: str, code: int = 1) -> int:
@@ -26,10 +41,15 @@ def fail(message: str, code: int = 1) -> int:
 
 
 def _boot(
-    need_slack: bool = True, need_anthropic: bool = True, receives_slack: bool | None = None
+    need_slack: bool = True, need_anthropic: bool = True, receives_slack: bool | None = None,
+    log_level: str | None = None,
 ) -> tuple[Settings, AppConfig]:
+    """Settings, config, logging and Sentry for a command. One-shot commands pass
+    `log_level="WARNING"`: their output is what they print, not INFO log lines (LOG_LEVEL=DEBUG
+    still shows everything)."""
     # Imported here: `--help` and light commands should not pay for the SDKs.
     from app.config.model import load_config
+    from app.config.settings import SettingsError, describe_missing, load_settings
     from app.observability.logs import configure_logging
     from app.observability.sentry import init_sentry
     from app.runtime import make_scrubber
@@ -40,7 +60,10 @@ def _boot(
         raise SettingsError(describe_missing(missing))
     config = load_config(settings.config_path)
     scrubber = make_scrubber(settings, config)
-    configure_logging(scrubber, settings.log_level)
+    level = settings.log_level
+    if log_level is not None and level.upper() != "DEBUG":
+        level = log_level
+    configure_logging(scrubber, level)
     init_sentry(
         settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
         scrubber,
@@ -49,8 +72,64 @@ def _boot(
     return settings, config
 
 
+def running_sandbox(data_dir: Path) -> dict[str, str] | None:
+    """The connection settings of the sandbox running with `data_dir`, or None when none runs
+    there (no file, or a file left by a sandbox that died: nobody holds its lock)."""
+    import fcntl
+
+    path, lock_path = data_dir / SANDBOX_CONNECTION, data_dir / SANDBOX_LOCK
+    if not path.is_file() or not lock_path.is_file():
+        return None
+    with open(lock_path, encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pass  # held: the sandbox is running
+        else:
+            return None
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and not name.startswith("#") and name in SANDBOX_VARS:
+            values[name] = value.strip()
+    return values
+
+
+def add_sandbox_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sandbox", metavar="DIR", nargs="?", const=str(SANDBOX_DIR),
+        help=f"read the sandbox running with data folder DIR (default {SANDBOX_DIR}); without REDIS_URL "
+             f"a sandbox running in {SANDBOX_DIR} is read anyway",
+    )
+
+
+def cli_settings(sandbox: str | None = None) -> Settings:
+    """Settings for a command that reads what the bot recorded (`costs`, `trace`).
+
+    With `--sandbox [DIR]`, or with no REDIS_URL set while a sandbox runs in `var/sandbox`, the
+    sandbox's own Redis, emulated Slack and (demo mode) Managed Agents emulator: what a newcomer
+    who just tried the sandbox wants to look at. Says so on stderr."""
+    from app.config.settings import SettingsError, load_settings
+
+    settings = load_settings()
+    if sandbox is None and settings.redis_url is not None:
+        return settings
+    data_dir = Path(sandbox) if sandbox is not None else SANDBOX_DIR
+    values = running_sandbox(data_dir)
+    if values is None:
+        if sandbox is not None:
+            raise SettingsError(f"support-agent: no sandbox is running with data folder {data_dir} "
+                                "(start one with `support-agent sandbox`)")
+        return settings
+    print(f"support-agent: reading the sandbox running in {data_dir} (set REDIS_URL to read another Redis)",
+          file=sys.stderr)
+    return load_settings(**{SANDBOX_VARS[name]: value for name, value in values.items()})
+
+
 def _serve(web: bool, worker: bool) -> Command:
     def command(args: argparse.Namespace) -> int:
+        import asyncio
+
         from app.runtime import build_services
         from app.service import serve
 
@@ -70,6 +149,7 @@ def _serve(web: bool, worker: bool) -> Command:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from app.config.model import load_config
+    from app.config.settings import load_settings
 
     settings = load_settings()
     path = Path(args.path) if args.path else settings.config_path
@@ -78,7 +158,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `argv`, only the feature modules its command needs are imported
+    (the others' commands are listed by name and help, see `app.commands`)."""
     parser = argparse.ArgumentParser(
         prog="support-agent",
         description="Slack support tickets worked by Claude Managed Agents sessions.",
@@ -102,43 +184,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-config", "validate the agent config file", cmd_check_config)
     p.add_argument("path", nargs="?", help="config file (default: SUPPORT_AGENT_CONFIG or support-agent.yml)")
-    for register in _extra_commands():
-        register(sub)
+    from app import commands
+
+    def stub(name: str, help_text: str) -> None:
+        add(name, help_text, lambda _args: EXIT_USAGE)
+
+    commands.register_commands(sub, None if argv is None else chosen_command(argv), stub)
     return parser
 
 
-def _extra_commands() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    """Subcommands contributed by other modules (provision, costs, trace, ...)."""
-    from app import commands
-
-    return commands.registrars()
+def chosen_command(argv: Sequence[str]) -> str:
+    """The command `argv` runs: its first word (the top level has no options but -h)."""
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except SettingsError as exc:
-        return fail(str(exc))
-    except ConfigError as exc:
-        return fail(f"support-agent: {exc}")
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        message = _redis_problem(exc)
+        message = _known_problem(exc)
         if message is None:
             raise
         return fail(message)
+
+
+def _known_problem(exc: BaseException) -> str | None:
+    """One line for a problem the operator fixes (settings, config, Redis), else None."""
+    from app.config.settings import SettingsError
+    from app.config.yaml_lines import ConfigError
+
+    if isinstance(exc, SettingsError):
+        return str(exc)
+    if isinstance(exc, ConfigError):
+        return f"support-agent: {exc}"
+    return _redis_problem(exc)
 
 
 def _redis_problem(exc: BaseException) -> str | None:
     """One line for an unreachable or refused Redis, instead of a traceback."""
     from redis.exceptions import RedisError
 
+    from app.config.settings import SettingsError, load_settings
     from app.redis_conn import safe_url
     from app.redis_health import RedisUnavailable
 

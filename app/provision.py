@@ -32,15 +32,15 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import anthropic
-import redis.asyncio as aioredis
-from anthropic import AsyncAnthropic
+from typing import TYPE_CHECKING, Any
 
 from app.config.model import AppConfig, McpServer
-from app.sessions import bridge
-from app.sessions.resources import environment_config, record_id, recorded_id
+
+# The SDK, Redis and the session helpers are imported where they are used, so listing the
+# command (`support-agent --help`, `provision --help`) does not pay for them.
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from anthropic import AsyncAnthropic
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ def server_url(config: AppConfig, name: str, server: McpServer) -> str:
         raise ProvisionError(f"MCP server {name!r}: give it a `url`, or `builtin: true` for one of ours")
     if not config.public_base_url:
         raise ProvisionError(
-            f"MCP server {name!r} is one of ours: set `public_base_url` (where the cloud reaches "
-            "this app) so it can be served at {public_base_url}/mcp/" + name
+            f"MCP server {name!r} is one of ours: set `public_base_url` in the config (the https URL "
+            f"where the cloud reaches this app; it serves the server at <public_base_url>/mcp/{name})"
         )
     return f"{config.public_base_url.rstrip('/')}/mcp/{name}"
 
@@ -208,6 +208,8 @@ def agent_differences(current: Any, spec: dict[str, Any]) -> list[str]:
 
 
 def environment_differences(current: Any, config: AppConfig, env_name: str) -> list[str]:
+    from app.sessions.resources import environment_config
+
     env = _dump(current)
     want = environment_config(config, env_name)
     have = env.get("config") or {}
@@ -264,17 +266,32 @@ class Change:
         return text + (f" ({self.detail})" if self.detail else "")
 
 
+# What a dry run shows for our servers' URLs while `public_base_url` is not set.
+UNSET_BASE_URL = "<public_base_url>"
+
+
 @dataclass
 class Provisioner:
-    """Brings Managed Agents in line with the config; `dry_run` only reports."""
+    """Brings Managed Agents in line with the config; `dry_run` only reports.
 
-    client: AsyncAnthropic
-    redis: aioredis.Redis
+    With no `client` (a dry run without an API key or network) nothing can be compared: the
+    plan is what a first run would make. With no `redis`, resources are found by name only."""
+
+    client: AsyncAnthropic | None
+    redis: aioredis.Redis | None
     config: AppConfig
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     dry_run: bool = False
     strict: bool = True
     changes: list[Change] = field(default_factory=list)
+
+    @property
+    def offline(self) -> bool:
+        return self.client is None
+
+    def _api(self) -> AsyncAnthropic:
+        assert self.client is not None, "only a dry run goes without the API"
+        return self.client
 
     def _note(self, kind: str, name: str, action: str, detail: str = "") -> None:
         self.changes.append(Change(kind, name, action, detail))
@@ -285,10 +302,35 @@ class Provisioner:
             )
 
     async def _record(self, kind: str, name: str, resource_id: str) -> None:
-        if not self.dry_run:
+        if not self.dry_run and self.redis is not None:
+            from app.sessions.resources import record_id
+
             await record_id(self.redis, kind, name, resource_id)
 
+    async def _recorded(self, kind: str, name: str) -> str | None:
+        if self.redis is None:
+            return None
+        from app.sessions.resources import recorded_id
+
+        return await recorded_id(self.redis, kind, name)
+
+    def _check_public_base_url(self) -> None:
+        """A dry run names a missing `public_base_url` once and plans with a placeholder."""
+        if self.config.public_base_url or not self.dry_run:
+            return
+        ours = sorted({
+            name for env in self.config.environments.values()
+            for name, server in env.mcp_servers.items() if server.builtin and not server.url and not server.bridged
+        })
+        if not ours:
+            return
+        self._note("config", "public_base_url", "error",
+                   "not set: add `public_base_url: https://<your host>` to the config, the URL where the "
+                   f"cloud reaches this app (it serves {', '.join(ours)} at <public_base_url>/mcp/<name>)")
+        self.config = self.config.model_copy(update={"public_base_url": UNSET_BASE_URL})
+
     async def run(self) -> list[Change]:
+        self._check_public_base_url()
         for env_name in self.config.environments:
             await self.ensure_environment(env_name)
             await self.ensure_agent(env_name)
@@ -298,12 +340,16 @@ class Provisioner:
     # -- environment --------------------------------------------------------------------
 
     async def _find_environment(self, env_name: str) -> Any | None:
+        import anthropic
+
         managed = self.config.environments[env_name].managed_environment
-        environments = self.client.beta.environments
+        if self.offline:
+            return None
+        environments = self._api().beta.environments
         if managed.id:
             return await environments.retrieve(managed.id)
         assert managed.name is not None
-        known = await recorded_id(self.redis, "environment", managed.name)
+        known = await self._recorded("environment", managed.name)
         if known:
             try:
                 found = await environments.retrieve(known)
@@ -319,15 +365,20 @@ class Provisioner:
     async def ensure_environment(self, env_name: str) -> str | None:
         managed = self.config.environments[env_name].managed_environment
         label = managed.name or managed.id or env_name
+        from app.sessions.resources import environment_config
+
         current = await self._find_environment(env_name)
         wanted = environment_config(self.config, env_name)
+        if current is None and managed.id and self.offline:
+            self._note("environment", label, "ok", "the configured id; not checked offline")
+            return None
         if current is None:
             if managed.id:
                 raise ProvisionError(f"environment {env_name}: Managed Agents environment {managed.id} not found")
             self._note("environment", label, "create", f"{wanted['networking']['type']} networking")
             if self.dry_run:
                 return None
-            created = await self.client.beta.environments.create(
+            created = await self._api().beta.environments.create(
                 name=label, config=wanted,  # type: ignore[arg-type]
                 metadata={"managed_by": MANAGED_BY},
             )
@@ -337,7 +388,7 @@ class Provisioner:
         if diffs:
             self._note("environment", label, "update", ", ".join(diffs))
             if not self.dry_run:
-                await self.client.beta.environments.update(current.id, config=wanted)  # type: ignore[arg-type]
+                await self._api().beta.environments.update(current.id, config=wanted)  # type: ignore[arg-type]
         else:
             self._note("environment", label, "ok")
         if managed.name:
@@ -347,8 +398,12 @@ class Provisioner:
     # -- agent --------------------------------------------------------------------------
 
     async def _find_agent(self, name: str) -> Any | None:
-        agents = self.client.beta.agents
-        known = await recorded_id(self.redis, "agent", name)
+        import anthropic
+
+        if self.offline:
+            return None
+        agents = self._api().beta.agents
+        known = await self._recorded("agent", name)
         if known:
             try:
                 found = await agents.retrieve(known)
@@ -362,6 +417,8 @@ class Provisioner:
         return None
 
     async def ensure_agent(self, env_name: str) -> str | None:
+        from app.sessions import bridge
+
         spec = agent_spec(self.config, env_name, strict=self.strict)
         name = spec["name"]
         current = await self._find_agent(name)
@@ -378,7 +435,7 @@ class Provisioner:
             self._note("agent", name, "create", f"{spec['model']}; {servers}")
             if self.dry_run:
                 return None
-            created = await self.client.beta.agents.create(**spec)
+            created = await self._api().beta.agents.create(**spec)
             await self._record("agent", name, created.id)
             return created.id
         if not bridged_ok:
@@ -390,7 +447,7 @@ class Provisioner:
                 self._note("agent", name, "update", ", ".join(diffs))
             else:
                 body = {k: v for k, v in spec.items() if k != "name"}
-                updated = await self.client.beta.agents.update(current.id, version=current.version, **body)
+                updated = await self._api().beta.agents.update(current.id, version=current.version, **body)
                 self._note("agent", name, "update", f"{', '.join(diffs)}; version {updated.version}")
         else:
             self._note("agent", name, "ok", f"version {current.version}")
@@ -400,8 +457,12 @@ class Provisioner:
     # -- vault and credentials ------------------------------------------------------------
 
     async def _find_vault(self, env_name: str) -> Any | None:
-        vaults = self.client.beta.vaults
-        known = await recorded_id(self.redis, "vault", env_name)
+        import anthropic
+
+        if self.offline:
+            return None
+        vaults = self._api().beta.vaults
+        known = await self._recorded("vault", env_name)
         if known:
             try:
                 found = await vaults.retrieve(known)
@@ -446,7 +507,7 @@ class Provisioner:
                 return None
             self._note("vault", label, "create", f"environment {env_name}")
             if not self.dry_run:
-                created = await self.client.beta.vaults.create(
+                created = await self._api().beta.vaults.create(
                     display_name=label,
                     metadata={"managed_by": MANAGED_BY, "environment": env_name},
                 )
@@ -456,7 +517,7 @@ class Provisioner:
             self._note("vault", label, "ok")
         existing: dict[str, Any] = {}
         if vault is not None:
-            async for cred in self.client.beta.vaults.credentials.list(vault_id=vault.id, limit=100):
+            async for cred in self._api().beta.vaults.credentials.list(vault_id=vault.id, limit=100):
                 auth = _dump(cred.auth)
                 if cred.archived_at or auth.get("type") not in ("static_bearer", "mcp_oauth"):
                     continue
@@ -469,7 +530,7 @@ class Provisioner:
             server = (cred.metadata or {}).get("mcp_server", url)
             self._note("credential", f"{env_name}/{server}", "archive", f"{url} is no longer in the config")
             if not self.dry_run and vault_id:
-                await self.client.beta.vaults.credentials.archive(cred.id, vault_id=vault_id)
+                await self._api().beta.vaults.credentials.archive(cred.id, vault_id=vault_id)
         if vault_id:
             await self._record("vault", env_name, vault_id)
         return vault_id
@@ -490,11 +551,10 @@ class Provisioner:
             self._note("credential", label, "error", f"{token_env} is not set; credential {what}")
             return
         fp = fingerprint(token)
-        credentials = self.client.beta.vaults.credentials
         if current is None:
             self._note("credential", label, "create", f"static_bearer for {url} from {token_env}")
             if not self.dry_run and vault_id:
-                await credentials.create(
+                await self._api().beta.vaults.credentials.create(
                     vault_id,
                     auth={"type": "static_bearer", "mcp_server_url": url, "token": token},
                     display_name=f"{server} ({env_name})",
@@ -509,7 +569,7 @@ class Provisioner:
             return
         self._note("credential", label, "rotate", f"{token_env} changed")
         if not self.dry_run and vault_id:
-            await credentials.update(
+            await self._api().beta.vaults.credentials.update(
                 current.id,
                 vault_id=vault_id,
                 auth={"type": "static_bearer", "token": token},
@@ -517,8 +577,13 @@ class Provisioner:
             )
 
 
-def report(changes: list[Change], dry_run: bool) -> str:
-    lines = ["Plan (dry run, nothing is changed):" if dry_run else "Provisioned:"]
+def report(changes: list[Change], dry_run: bool, offline_reason: str | None = None) -> str:
+    if offline_reason:
+        head = (f"Plan (dry run, nothing is changed; offline: {offline_reason}, so nothing was compared "
+                "with Managed Agents: this is what a first run would make):")
+    else:
+        head = "Plan (dry run, nothing is changed):" if dry_run else "Provisioned:"
+    lines = [head]
     lines += [c.line(dry_run) for c in changes]
     changed = sum(1 for c in changes if c.changed)
     errors = sum(1 for c in changes if c.action == "error")
@@ -529,7 +594,8 @@ def report(changes: list[Change], dry_run: bool) -> str:
     else:
         lines.append(f"{changed} change{'s' if changed != 1 else ''} made")
     if errors:
-        lines.append(f"{errors} problem{'s' if errors != 1 else ''}: see the lines marked !")
+        what = "to fix before a real run (the lines marked !)" if dry_run else "see the lines marked !"
+        lines.append(f"{errors} problem{'s' if errors != 1 else ''}{' ' if dry_run else ': '}{what}")
     return "\n".join(lines)
 
 
@@ -544,19 +610,45 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
+    """A real run needs the API key and Redis (it records the ids). A dry run needs neither:
+    without a key, or when the API cannot be reached, it plans offline."""
+    import anthropic
+
     from app.cli import _boot
-    from app.redis_conn import connect, redis_url_or_embedded
-    from app.runtime import make_anthropic_client
 
-    settings, config = _boot(need_slack=False, need_anthropic=True)
-    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    settings, config = _boot(need_slack=False, need_anthropic=not args.dry_run, log_level="WARNING")
+    offline_reason = None if settings.anthropic_api_key else "ANTHROPIC_API_KEY is not set"
 
-    async def main() -> list[Change]:
+    async def plan(client: AsyncAnthropic | None) -> list[Change]:
+        # A dry run finds resources by name; it neither reads nor writes Redis.
+        return await Provisioner(client, None, config, dry_run=True).run()
+
+    async def dry_run() -> list[Change]:
+        nonlocal offline_reason
+        if offline_reason:
+            return await plan(None)
+        from app.runtime import make_anthropic_client
+
+        # One quick try: an unreachable API makes an offline plan, not a minute of retries.
+        client = make_anthropic_client(settings).with_options(max_retries=1, timeout=15)
+        try:
+            return await plan(client)
+        except anthropic.APIConnectionError:
+            offline_reason = "the Managed Agents API could not be reached"
+            return await plan(None)
+        finally:
+            await client.close()
+
+    async def real_run() -> list[Change]:
+        from app.redis_conn import connect, redis_url_or_embedded
+        from app.runtime import make_anthropic_client
+
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         url, embedded = redis_url_or_embedded(redis_url, settings.redis_data_dir)
         redis = connect(url)
         client = make_anthropic_client(settings)
         try:
-            return await Provisioner(client, redis, config, dry_run=args.dry_run).run()
+            return await Provisioner(client, redis, config).run()
         finally:
             await redis.aclose()
             await client.close()
@@ -564,7 +656,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 embedded.close()
 
     try:
-        changes = asyncio.run(main())
+        changes = asyncio.run(dry_run() if args.dry_run else real_run())
     except ProvisionError as exc:
         print(f"support-agent provision: {exc}", file=sys.stderr)
         return 1
@@ -575,11 +667,12 @@ def cmd_provision(args: argparse.Namespace) -> int:
     except anthropic.APIConnectionError:
         print("support-agent provision: could not reach the Managed Agents API", file=sys.stderr)
         return 1
-    print(report(changes, args.dry_run))
+    print(report(changes, args.dry_run, offline_reason if args.dry_run else None))
     return 1 if any(c.action == "error" for c in changes) else 0
 
 
-def _api_message(exc: anthropic.APIStatusError) -> str:
+def _api_message(exc: Any) -> str:
+    """The API's own message of an `anthropic.APIStatusError`."""
     body = exc.body
     if isinstance(body, dict):
         error = body.get("error")

@@ -22,14 +22,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-import anthropic
-from anthropic import AsyncAnthropic
+from typing import TYPE_CHECKING
 
 from app.config.model import AppConfig
-from app.config.settings import Settings
-from app.observability.scrub import Scrubber
 from app.tickets.model import Ticket, TicketState
 from app.tickets.store import P, TicketStore
+
+if TYPE_CHECKING:  # the SDK is imported when sessions are deleted, not to list the command
+    from anthropic import AsyncAnthropic
+
+    from app.config.settings import Settings
+    from app.observability.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,8 @@ async def find_expired(store: TicketStore, config: AppConfig, now: float | None 
 async def delete_expired(
     client: AsyncAnthropic, store: TicketStore, config: AppConfig, now: float | None = None
 ) -> list[Outcome]:
+    import anthropic
+
     now = time.time() if now is None else now
     outcomes: list[Outcome] = []
     for item in await find_expired(store, config, now):

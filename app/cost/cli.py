@@ -15,8 +15,9 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.cli import add_sandbox_option, cli_settings
 from app.config.model import AppConfig, Pricing, load_config
-from app.config.settings import load_settings
+from app.config.settings import Settings, load_settings
 from app.cost.ledger import DIMENSIONS, CostLedger, Row, utc_today
 from app.cost.model import (
     TOKEN_CATEGORIES,
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--until", type=_date, help="last day, inclusive, YYYY-MM-DD (default: today)")
     p.add_argument("--by", choices=DIMENSIONS, default="ticket", help="group by (default: ticket)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", dest="fmt")
+    add_sandbox_option(p)
     p.set_defaults(func=cmd_costs)
 
     cost = subparsers.add_parser("cost", help="cost tools (quote)", description="Cost tools.")
@@ -184,8 +186,35 @@ COLUMNS_FIGURES = (
 )
 
 
-def _record(row: Row) -> dict[str, Any]:
+class Labels:
+    """What people read instead of ids: `#12` (or `T123#12` with several workspaces) for a
+    ticket, `#support` for a channel. Ids stay in CSV and JSON, the names beside them."""
+
+    def __init__(self, tickets: dict[str, str] | None = None, channels: dict[str, str] | None = None) -> None:
+        self.tickets = tickets or {}
+        self.channels = channels or {}
+
+    def ticket(self, ticket_id: str) -> str:
+        return self.tickets.get(ticket_id, ticket_id)
+
+    def channel(self, channel_id: str) -> str:
+        return self.channels.get(channel_id, channel_id)
+
+
+def ticket_refs(rows: list[Row]) -> dict[str, str]:
+    """`T1-12` -> `#12`; with tickets of several workspaces, `T1#12`."""
+    parsed = {r.key: r.key.rpartition("-") for r in rows if r.by == "ticket"}
+    teams = {team for team, sep, number in parsed.values() if sep and number.isdigit()}
+    out: dict[str, str] = {}
+    for key, (team, sep, number) in parsed.items():
+        if sep and number.isdigit():
+            out[key] = f"#{number}" if len(teams) == 1 else f"{team}#{number}"
+    return out
+
+
+def _record(row: Row, labels: Labels | None = None) -> dict[str, Any]:
     """A row as plain values: money as Decimal rounded to micro-dollars."""
+    labels = labels or Labels()
     t = row.totals
     rec: dict[str, Any] = {row.by: row.key}
     if row.by == "ticket":
@@ -207,17 +236,23 @@ def _record(row: Row) -> dict[str, Any]:
         web_search_usd=round_usd(t.web_search_usd),
         total_usd=round_usd(t.total_usd),
     )
+    if row.by == "ticket":
+        rec["ref"] = labels.ticket(row.key)
+    channel = row.channel if row.by == "ticket" else row.key if row.by == "channel" else None
+    if channel is not None:
+        rec["channel_name"] = labels.channel(channel)
     return rec
 
 
-def render_rows(rows: list[Row], by: str, fmt: str) -> str:
-    records = [_record(r) for r in rows]
+def render_rows(rows: list[Row], by: str, fmt: str, labels: Labels | None = None) -> str:
+    records = [_record(r, labels) for r in rows]
     if fmt == "json":
         return json.dumps(
             [{k: float(v) if isinstance(v, Decimal) else v for k, v in rec.items()} for rec in records],
             indent=2,
         )
     columns = [by, *(COLUMNS_TICKET[1:] if by == "ticket" else COLUMNS_GROUP), *COLUMNS_FIGURES]
+    columns += [name for name in ("ref", "channel_name") if records and name in records[0]]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -233,8 +268,8 @@ def _table(records: list[dict[str, Any]], by: str) -> str:
             "tokens in/out", "cache r/w", "runtime", "tokens", "web", "total"]
     body = []
     for rec in records:
-        cells = [str(rec[by])]
-        cells += [rec["channel"], rec["environment"]] if by == "ticket" else [str(rec["tickets"])]
+        cells = [str(rec.get("ref") or rec.get("channel_name") if by in ("ticket", "channel") else rec[by])]
+        cells += [rec["channel_name"], rec["environment"]] if by == "ticket" else [str(rec["tickets"])]
         cells += [
             str(rec["turns"]),
             format_duration(rec["active_seconds"]),
@@ -259,12 +294,17 @@ def _table(records: list[dict[str, Any]], by: str) -> str:
     return "\n".join(lines)
 
 
-async def _read_rows(url: str, by: str, since: date, until: date) -> list[Row]:
+async def _read_rows(url: str, by: str, since: date, until: date, settings: Settings) -> tuple[list[Row], Labels]:
+    from app.names import Names, slack_client
     from app.redis_conn import connect
 
     redis = connect(url)
     try:
-        return await CostLedger(redis).totals(by, since=since, until=until)
+        rows = await CostLedger(redis).totals(by, since=since, until=until)
+        names = Names(redis, slack_client(settings))
+        channels = {r.channel if by == "ticket" else r.key for r in rows if by in ("ticket", "channel")}
+        labels = Labels(ticket_refs(rows), {c: await names.channel(c) for c in channels if c})
+        return rows, labels
     finally:
         await redis.aclose()
 
@@ -277,16 +317,16 @@ def cmd_costs(args: argparse.Namespace) -> int:
     until: date = args.until or today
     if since > until:
         return _err(f"--since {since} is after --until {until}")
-    settings = load_settings()
+    settings = cli_settings(args.sandbox)
     url, embedded = redis_url_or_embedded(
         settings.redis_url.get_secret_value() if settings.redis_url else None, settings.redis_data_dir
     )
     try:
-        rows = asyncio.run(_read_rows(url, args.by, since, until))
+        rows, labels = asyncio.run(_read_rows(url, args.by, since, until, settings))
     finally:
         if embedded is not None:
             embedded.close()
-    print(render_rows(rows, args.by, args.fmt))
+    print(render_rows(rows, args.by, args.fmt, labels))
     if not rows and args.fmt == "table":
         print(f"(no costs recorded from {since} to {until})", file=sys.stderr)
     return 0

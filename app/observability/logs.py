@@ -50,8 +50,10 @@ def configure_logging(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Client libraries log request bodies at DEBUG; keep them quiet whatever the app level.
+    # Client libraries log request bodies at DEBUG: at most INFO for them whatever the app level,
+    # and never below the app's level (a one-shot command at WARNING prints no request lines).
+    floor = max(logging.INFO, root.level)
     for noisy in ("anthropic", "httpx2", "httpcore2", "slack_sdk", "slack_bolt", "mcp", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger(noisy).level))
+        logging.getLogger(noisy).setLevel(floor)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     return handler

@@ -8,12 +8,11 @@ import sys
 import threading
 from pathlib import Path
 
-from app.config.settings import load_settings
-
 DEFAULT_PORT = 8765
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    from app.config.settings import load_settings
     from app.sandbox.local_sandbox import LocalSandbox
 
     settings = load_settings()
@@ -55,6 +54,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     print(f"  {info.mcp_note}", flush=True)
     print(f"  Open {sandbox.url} in your browser.", flush=True)
     print(f"  Logs: {sandbox.log_path} · Ctrl-C to stop.", flush=True)
+    print(f"  From another terminal: {_reads_it(Path(args.data_dir))} read this sandbox "
+          f"(connection settings in {sandbox.connection_path}).", flush=True)
     try:
         while not stop.wait(0.5):
             pass
@@ -62,6 +63,14 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print("support-agent sandbox: stopping.", flush=True)
         sandbox.stop()
     return 0
+
+
+def _reads_it(data_dir: Path) -> str:
+    """The commands that read this sandbox, as the user would type them here."""
+    from app.cli import SANDBOX_DIR
+
+    flag = "" if data_dir.resolve() == SANDBOX_DIR.resolve() else f" --sandbox {data_dir}"
+    return f"`support-agent costs{flag}` and `support-agent trace{flag} '#1'`"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -35,6 +35,7 @@ import redis as sync_redis
 import yaml
 from pydantic import SecretStr
 
+from app.cli import SANDBOX_CONNECTION, SANDBOX_LOCK
 from app.config.model import load_config
 from app.config.settings import Settings
 from app.observability.logs import configure_logging
@@ -203,7 +204,36 @@ class LocalSandbox:
         self.stack.slack.set_app_url(f"{self.app.url}/slack/events")
         self.info = self._info()
         self.ui = ServerThread(build_web_ui(self.stack.slack, self.info), port=self.port).start()
+        self._write_connection(settings)
         log.info("sandbox started", extra={"url": self.ui.url, "mode": self.info.mode, "app_url": self.app.url})
+
+    @property
+    def connection_path(self) -> Path:
+        return self.data_dir / SANDBOX_CONNECTION
+
+    def _write_connection(self, settings: Settings) -> None:
+        """How the CLI reaches this sandbox (`costs`, `trace` read it; a shell can source it).
+
+        Only emulator credentials are written: in real mode the API key stays where the user
+        keeps it, and the file names only the endpoints."""
+        values = {
+            "REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
+            "SLACK_API_URL": settings.slack_api_url or "",
+            "SLACK_BOT_TOKEN": settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else "",
+            "SUPPORT_AGENT_CONFIG": str(settings.config_path.resolve()),
+        }
+        if not self.real_agent:
+            assert self.stack is not None
+            values["ANTHROPIC_BASE_URL"] = self.stack.agents.url
+            values["ANTHROPIC_API_KEY"] = self.stack.agents.api_key
+        lines = [
+            "# Written by `support-agent sandbox` while it runs; removed when it stops.",
+            "# `support-agent costs` and `support-agent trace` read it (from the folder the sandbox was",
+            "# started in, or with --sandbox <data folder>). To point any command at the sandbox:",
+            f"#   set -a; . {self.connection_path}; set +a",
+            *(f"{name}={value}" for name, value in values.items()),
+        ]
+        self.connection_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def config_source(self) -> Path:
         source = self.settings.config_path
@@ -212,7 +242,7 @@ class LocalSandbox:
         return source
 
     def _take_lock(self) -> None:
-        lock = open(self.data_dir / "sandbox.lock", "w", encoding="utf-8")  # held (locked) until stop()
+        lock = open(self.data_dir / SANDBOX_LOCK, "w", encoding="utf-8")  # held (locked) until stop()
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -279,13 +309,13 @@ class LocalSandbox:
                 "streaming, tool timeline, buttons, costs, and real MCP calls to the knowledge base."
             )
         if not self.real_agent:
-            mcp_note = f"MCP servers: knowledge_base and ticket_history, served by the app at {self.app.url}/mcp/."
+            mcp_note = f"MCP servers (served by the app; they want a bearer token): {self._mcp_urls(self.app.url)}."
         elif self.public_url:
-            mcp_note = f"MCP servers are reached by the cloud at {self.public_url}/mcp/ (your tunnel to this app)."
+            mcp_note = f"MCP servers, reached by the cloud through your tunnel: {self._mcp_urls(self.public_url)}."
         elif self.mcp_available:
             mcp_note = (
-                "MCP servers are bridged: the cloud cannot reach 127.0.0.1, so the worker calls "
-                f"knowledge_base and ticket_history at {self.app.url}/mcp/ for the agent."
+                "MCP servers are bridged: the cloud cannot reach 127.0.0.1, so the worker calls them for "
+                f"the agent: {self._mcp_urls(self.app.url)}."
             )
         else:
             mcp_note = (
@@ -301,6 +331,17 @@ class LocalSandbox:
             app_url=self.app.url,
             slack_url=self.stack.slack.url,
         )
+
+    def mcp_servers(self) -> list[str]:
+        """Our own MCP servers the sandbox's config serves (knowledge_base, ticket_history)."""
+        assert self.stack is not None
+        return list(dict.fromkeys(
+            name for env in self.stack.config.environments.values()
+            for name, server in env.mcp_servers.items() if server.builtin
+        ))
+
+    def _mcp_urls(self, base: str) -> str:
+        return " and ".join(f"{name} at {base.rstrip('/')}/mcp/{name}" for name in self.mcp_servers())
 
     def stop(self) -> None:
         if self.ui is not None:
@@ -322,6 +363,7 @@ class LocalSandbox:
             self._log_stream.close()
             self._log_stream = None
         if self._lock is not None:
+            self.connection_path.unlink(missing_ok=True)
             self._lock.close()  # closing the file releases the flock
             self._lock = None
 

@@ -6,3 +6,5 @@
 - `record_approval` / `record_follow` / `record_webhook` / `record_stream`: what only we know
   (`app.trace.record`)
 """
+
+FORMATS = ("text", "json", "jsonl")  # what `support-agent trace --format` prints

@@ -23,8 +23,9 @@ from anthropic import AsyncAnthropic
 
 from app.cost.ledger import CostLedger, TurnCost
 from app.cost.model import Usage, format_duration, format_tokens, format_usd
+from app.names import Names
 from app.observability.scrub import Scrubber
-from app.tickets.model import Ticket, Transition
+from app.tickets.model import Ticket, TicketState, Transition
 from app.tickets.store import TicketStore
 from app.trace import model as k
 from app.trace import record
@@ -225,8 +226,35 @@ async def build_trace(
     ticket: Ticket,
     scrubber: Scrubber,
     console_workspace: str = "default",
+    names: Names | None = None,
 ) -> Trace:
-    return assemble(await gather_trace(client, store, ticket), scrubber, console_workspace)
+    """The ticket's trace, with people and channels by name. Without `names`, only names
+    already cached in Redis are used (no Slack call); ids stay where no name is known."""
+    trace = assemble(await gather_trace(client, store, ticket), scrubber, console_workspace)
+    return await name_trace(trace, names or Names(store.redis, None))
+
+
+async def name_trace(trace: Trace, names: Names) -> Trace:
+    """What people read, by name: the requester and channel in the header, `@alice` for user
+    ids in summaries and for mention markup in messages. Ids stay in `*_id`, `actor` and the
+    details, for machines."""
+    t = trace.ticket
+    t["requester"] = await names.user(str(t.get("requester_id") or ""))
+    t["channel"] = await names.channel(str(t.get("channel_id") or ""))
+    try:
+        t["state_label"] = TicketState(str(t.get("state"))).label
+    except ValueError:
+        t["state_label"] = t.get("state")
+    for entry in trace.entries:
+        if entry.kind in (k.USER_MESSAGE, k.AGENT_MESSAGE):
+            entry.summary = await names.mentions(entry.summary)
+            if isinstance(entry.detail.get("text"), str):
+                entry.detail["text"] = await names.mentions(entry.detail["text"])
+        else:
+            entry.summary = await names.users_in(entry.summary)
+        if entry.actor:
+            entry.detail["actor_name"] = await names.user(entry.actor)
+    return trace
 
 
 # -- assembling ---------------------------------------------------------------------------

@@ -14,18 +14,20 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-from anthropic import AsyncAnthropic
+from app.cli import add_sandbox_option, cli_settings
+from app.trace import FORMATS
 
-from app.config.model import AppConfig, load_config
-from app.config.settings import Settings, SettingsError, describe_missing, load_settings
-from app.observability.logs import configure_logging
-from app.observability.scrub import Scrubber
-from app.tickets.store import TicketStore
-from app.trace.build import build_trace
-from app.trace.lookup import TicketNotFound, find_ticket
-from app.trace.render import FORMATS, render
+# The SDKs, Redis and the trace builder are imported when the command runs, not to list it.
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from anthropic import AsyncAnthropic
+
+    from app.config.model import AppConfig
+    from app.config.settings import Settings
+    from app.observability.scrub import Scrubber
+    from app.tickets.store import TicketStore
 
 EXIT_USAGE = 2
 
@@ -41,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("ticket", metavar="TICKET", help="#42, T123#42, a Slack thread link or a session id (sesn_...)")
     p.add_argument("--format", choices=FORMATS, default="text", dest="fmt", help="output format (default: text)")
+    add_sandbox_option(p)
     p.set_defaults(func=cmd_trace)
 
 
@@ -54,14 +57,19 @@ class CliContext:
 
     @property
     def store(self) -> TicketStore:
+        from app.tickets.store import TicketStore
+
         return TicketStore(self.redis)
 
 
-def boot(*, need_anthropic: bool) -> tuple[Settings, AppConfig, Scrubber]:
+def boot(*, need_anthropic: bool, settings: Settings | None = None) -> tuple[Settings, AppConfig, Scrubber]:
     """Settings and config for a one-shot command; logs (warnings only) go to stderr."""
+    from app.config.model import load_config
+    from app.config.settings import SettingsError, describe_missing, load_settings
+    from app.observability.logs import configure_logging
     from app.runtime import make_scrubber
 
-    settings = load_settings()
+    settings = settings or load_settings()
     missing = settings.missing(need_slack=False, need_anthropic=need_anthropic)
     if missing:
         raise SettingsError(describe_missing(missing))
@@ -92,17 +100,24 @@ async def cli_context(settings: Settings, config: AppConfig, scrubber: Scrubber)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    settings, config, scrubber = boot(need_anthropic=True)
+    settings, config, scrubber = boot(need_anthropic=True, settings=cli_settings(args.sandbox))
     return asyncio.run(_trace(settings, config, scrubber, args.ticket, args.fmt))
 
 
 async def _trace(settings: Settings, config: AppConfig, scrubber: Scrubber, ref: str, fmt: str) -> int:
+    from app.names import Names, slack_client
+    from app.trace.build import build_trace
+    from app.trace.lookup import TicketNotFound, find_ticket
+    from app.trace.render import render
+
     async with cli_context(settings, config, scrubber) as ctx:
         try:
             ticket = await find_ticket(ctx.store, ref)
         except TicketNotFound as exc:
             print(f"support-agent trace: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        trace = await build_trace(ctx.anthropic, ctx.store, ticket, scrubber, settings.anthropic_console_workspace)
+        names = Names(ctx.redis, slack_client(settings))
+        trace = await build_trace(ctx.anthropic, ctx.store, ticket, scrubber, settings.anthropic_console_workspace,
+                                  names)
     print(render(trace, fmt))
     return 0

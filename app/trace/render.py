@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
+from app.cost.model import format_usd
+from app.trace import FORMATS as FORMATS  # re-exported
 from app.trace import model as k
 from app.trace.model import Trace, TraceEntry
 
-FORMATS = ("text", "json", "jsonl")
 KIND_LABELS = {
     k.TICKET: "ticket",
     k.USER_MESSAGE: "user",
@@ -28,13 +30,17 @@ KIND_LABELS = {
 }
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def header_lines(trace: Trace) -> list[str]:
     t = trace.ticket
     lines = [
-        f"Ticket {t['ref']} ({t['id']}) · {t['state']} · environment {t['environment'] or '-'} · "
-        f"requester {t['requester_id']}",
+        f"Ticket {t['ref']} ({t['id']}) · {t.get('state_label') or t['state']} · "
+        f"environment {t['environment'] or '-'} · requester {t.get('requester') or t['requester_id']}",
         f"Title: {t['title']}",
-        f"Slack: channel {t['channel_id']} thread {t['thread_ts']} · opened {t['created_at']}"
+        f"Slack: {t.get('channel') or t['channel_id']} thread {t['thread_ts']} · opened {t['created_at']}"
         + (f" · resolved {t['resolved_at']}" if t.get("resolved_at") else ""),
     ]
     if t.get("session_id"):
@@ -47,11 +53,12 @@ def header_lines(trace: Trace) -> list[str]:
     totals = trace.totals
     if totals.get("cost_usd") is not None:
         lines.append(
-            f"Cost: ${totals['cost_usd']} over {totals.get('turns', 0)} turn(s) · "
+            f"Cost: {format_usd(Decimal(str(totals['cost_usd'])))} over {_plural(totals.get('turns', 0), 'turn')} · "
             f"{totals.get('input_tokens', 0):,} in / {totals.get('output_tokens', 0):,} out tokens"
         )
     lines.append(
-        f"{len(trace.entries)} entries · {totals.get('tool_calls', 0)} tool calls · {totals.get('errors', 0)} errors"
+        f"{len(trace.entries):,} {'entry' if len(trace.entries) == 1 else 'entries'} · "
+        f"{_plural(totals.get('tool_calls', 0), 'tool call')} · {_plural(totals.get('errors', 0), 'error')}"
     )
     lines.extend(f"! {w}" for w in trace.warnings)
     return lines
