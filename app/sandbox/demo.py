@@ -72,20 +72,59 @@ ANSWERS: list[tuple[str, str]] = [
 ]
 
 
-def _answer_turn(answer: str) -> list[dict[str, Any]]:
+# The knowledge-base query the agent makes for each canned answer's topic when all it has is the
+# thread (after a Reopen): never the text of our reopen prompt.
+TOPIC_QUERIES: dict[str, str] = {
+    ANSWERS[0][0]: "refunds and cancellations",
+    ANSWERS[1][0]: "password reset, two-factor and SSO",
+    ANSWERS[2][0]: "exporting data",
+    ANSWERS[3][0]: "API rate limits",
+    ANSWERS[4][0]: "invoices and receipts",
+}
+
+# The prompts the app sends on Reopen (app/slack/controls.py, `reopen`): on the same session, or
+# on a new one with the thread so far, where the requester's lines read `[<@U123>] text`.
+REOPEN_SAME_SESSION = r"\AThe ticket was reopened by <@"
+REOPEN_NEW_SESSION = r"\ATicket #\d+ was reopened by <@"
+REQUESTER_LINE = r"(?:^|\n)\[<@[UW][A-Z0-9]+>\][^\n]*?"
+
+
+def _answer_turn(answer: str, query: str = "{user_text}") -> list[dict[str, Any]]:
+    """Think, search the knowledge base for `query` (by default the question as typed), answer."""
     return [
         {"thinking": {}},
         {"sleep": 0.8},
-        KB_SEARCH,
+        {**KB_SEARCH, "input": {"query": query}},
         {"thinking": {}},
         {"message": answer, "deltas": 14, "delta_delay": 0.15},
         {"usage": USAGE},
     ]
 
 
+def reopen_rules() -> list[dict[str, Any]]:
+    """After a Reopen the message is our prompt, not a question: the demo never searches for the
+    prompt's text. On a new session it finds the requester's question in the thread and searches
+    for its topic; on the same session (or with no known topic) it asks what is still needed."""
+    still_needed = [
+        {"thinking": {}},
+        {"message": "Picking this up again. Is the problem solved? If not, tell me what is still needed "
+                    "and I'll carry on from here.", "deltas": 4, "delta_delay": 0.1},
+        {"usage": USAGE},
+    ]
+    rules: list[dict[str, Any]] = [{"match": REOPEN_SAME_SESSION, "steps": still_needed}]
+    for pattern, answer in ANSWERS:
+        topic = pattern.removeprefix("(?i)")
+        rules.append({
+            "match": f"(?i){REOPEN_NEW_SESSION}.*?{REQUESTER_LINE}(?:{topic})",
+            "steps": _answer_turn(answer, TOPIC_QUERIES[pattern]),
+        })
+    rules.append({"match": REOPEN_NEW_SESSION, "steps": still_needed})
+    return rules
+
+
 def demo_scenario() -> dict[str, Any]:
     """The scenario posted to the Managed Agents emulator (plain JSON)."""
-    rules: list[dict[str, Any]] = [
+    rules: list[dict[str, Any]] = [*reopen_rules(),
         {
             "match": r"(?i)past tickets?|ticket history|similar tickets?|approv",
             "steps": [
