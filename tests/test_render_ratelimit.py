@@ -75,3 +75,33 @@ async def test_a_safety_margin_stays_below_slacks_figures(redis: aioredis.Redis)
     granted = [await buckets.acquire("T1", "m", max_wait=0) for _ in range(20)]
     assert granted.count(True) == 18
     assert buckets.rate(Limit(60, 60)) < 1.0
+
+
+async def test_waiters_are_served_first_words_first_then_in_order(redis: aioredis.Redis) -> None:
+    """A turn whose requester still waits for the first words jumps the queue of busy turns."""
+    buckets = TokenBuckets(redis, {"m": Limit(per_minute=60, burst=1)}, scale=10, safety=0)  # 10/s
+    assert await buckets.acquire("T1", "m")  # the bucket is empty now
+    served: list[str] = []
+
+    async def waiter(name: str, priority: int) -> None:
+        await buckets.acquire("T1", "m", priority=priority)
+        served.append(name)
+
+    tasks = [asyncio.create_task(waiter(f"busy{i}", 1)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    tasks.append(asyncio.create_task(waiter("first-words", 0)))
+    await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    # busy0 was already polling Redis when the newcomer came; after it, the newcomer goes first
+    assert served[:2] == ["busy0", "first-words"] and served[2:] == ["busy1", "busy2"]
+
+
+async def test_a_cancelled_waiter_does_not_block_the_queue(redis: aioredis.Redis) -> None:
+    buckets = TokenBuckets(redis, {"m": Limit(per_minute=60, burst=1)}, scale=20, safety=0)
+    assert await buckets.acquire("T1", "m")
+    first = asyncio.create_task(buckets.acquire("T1", "m"))
+    second = asyncio.create_task(buckets.acquire("T1", "m"))
+    await asyncio.sleep(0.005)
+    second.cancel()
+    assert await asyncio.wait_for(first, 2)
+    assert await asyncio.wait_for(buckets.acquire("T1", "m"), 2)

@@ -137,9 +137,11 @@ class Delivery:
         With `turn`, the write's intent is recorded before it goes out.
         """
         fn = getattr(self.slack, method.replace(".", "_"))
+        # Whoever still waits for the first words of the answer goes first.
+        first_words = turn is not None and not any(m.parts for m in turn.messages)
         transient = 0
         while True:
-            if not await self._acquire(ticket, method, max_wait):
+            if not await self._acquire(ticket, method, max_wait, 0 if first_words else 1):
                 return None
             built = build()
             if built is None:
@@ -171,11 +173,13 @@ class Delivery:
                 continue
             return response, batch
 
-    async def _acquire(self, ticket: Ticket, method: str, max_wait: float | None) -> bool:
+    async def _acquire(self, ticket: Ticket, method: str, max_wait: float | None, priority: int) -> bool:
         if self.buckets is None:
             return True
         try:
-            return await self.buckets.acquire(ticket.team_id, method, ticket.channel_id, max_wait=max_wait)
+            return await self.buckets.acquire(
+                ticket.team_id, method, ticket.channel_id, max_wait=max_wait, priority=priority
+            )
         except RedisError as exc:  # no shared budget for now: Slack's own 429s still pace us
             log.warning("rate-limit buckets unavailable", extra={"error": type(exc).__name__})
             return True

@@ -14,8 +14,11 @@ windows cannot express the scaled-up limits the tests and benchmark run with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -77,6 +80,47 @@ return 1
 """
 
 
+class PriorityLock:
+    """A lock whose waiters get it by priority, then first come first served."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def locked(self) -> bool:
+        return self._held
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: int = 1) -> AsyncIterator[None]:
+        if self._held or self._waiters:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (priority, next(self._seq), fut)
+            heapq.heappush(self._waiters, entry)
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._release()  # it was handed to us as we were cancelled: pass it on
+                elif entry in self._waiters:
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
+                raise
+        self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # ownership passes straight to it
+                return
+        self._held = False
+
+
 @dataclass
 class TokenBuckets:
     """Shared buckets. `scale` multiplies every refill rate, `burst_scale` every capacity
@@ -98,7 +142,7 @@ class TokenBuckets:
     def __post_init__(self) -> None:
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._penalise = self.redis.register_script(_PENALISE)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, PriorityLock] = {}
 
     def _keys(self, team: str, method: str, channel: str | None) -> tuple[list[str], Limit] | None:
         limit = self.limits.get(method)
@@ -116,23 +160,30 @@ class TokenBuckets:
         return max(1.0, limit.burst * self.burst_scale * (1 - self.safety))
 
     async def acquire(
-        self, team: str, method: str, channel: str | None = None, *, max_wait: float | None = None
+        self,
+        team: str,
+        method: str,
+        channel: str | None = None,
+        *,
+        max_wait: float | None = None,
+        priority: int = 1,
     ) -> bool:
         """Take a token, waiting as long as needed (or at most `max_wait` seconds: then False).
 
-        Waiters in one process queue on a lock, so they are served in order and only one of
-        them polls Redis at a time.
+        Waiters in one process queue on a lock, so only one of them polls Redis at a time; they
+        are served by `priority` (lower first: a turn whose requester waits for its first
+        words), then in order of arrival.
         """
         found = self._keys(team, method, channel)
         if found is None:
             return True
         keys, limit = found
-        lock = self._locks.setdefault(keys[0], asyncio.Lock())
+        lock = self._locks.setdefault(keys[0], PriorityLock())
         if max_wait is not None and max_wait <= 0 and lock.locked():
             return False
         loop = asyncio.get_running_loop()
         deadline = None if max_wait is None else loop.time() + max_wait
-        async with lock:
+        async with lock.hold(priority):
             while True:
                 wait = float(
                     await self._acquire(keys=keys, args=[self.rate(limit), self.capacity(limit)])
