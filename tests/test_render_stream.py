@@ -355,8 +355,8 @@ async def test_an_expired_stream_is_finished_with_chat_update(slack: SlackEmulat
 
 
 async def test_fifty_tickets_streaming_at_once_in_one_channel(slack: SlackEmulator, make: Any) -> None:
-    # Our buckets run twice as fast as the emulator's limits, so Slack's 429s really happen.
-    renderer = make(bucket_scale=SCALE * 2, flush_interval=0.2)
+    # Our buckets run four times as fast as the emulator's limits, so Slack's 429s really happen.
+    renderer = make(bucket_scale=SCALE * 4, flush_interval=0.2)
     tickets = [await new_ticket(slack, n) for n in range(1, 51)]
     turns = [
         synthetic_turn(f"t{n}", tool_calls=3, answer_chars=1_500, delta_chars=30, seconds=1.5, seed=n)
