@@ -55,6 +55,9 @@ INTERRUPT_TTL_SECONDS = 7 * 24 * 3600
 CONTROL_LOCK_SECONDS = 30
 TRANSCRIPT_MAX_CHARS = 30_000
 UNUSABLE_STATUSES = frozenset({"terminated"})
+# The section of a note the controls post (stopped, reopened, ...): marks the message as ours,
+# so a stale button on it can be brought up to date.
+NOTE_BLOCK = "ticket_note"
 
 
 def interrupted_key(ticket_id: str) -> str:
@@ -74,6 +77,7 @@ class Outcome:
     ok: bool
     text: str
     ticket: Ticket | None = None
+    stale: bool = False  # the control no longer applies to the ticket's state (a stale button)
 
 
 class TicketControls:
@@ -124,7 +128,10 @@ class TicketControls:
 
     async def stop(self, ticket: Ticket, actor: str, *, via: str = "button") -> Outcome:
         if ticket.state not in STOPPABLE_STATES:
-            return Outcome(False, f"Nothing to stop: ticket {ticket.ref} is {ticket.state.label}.", ticket)
+            return Outcome(
+                False, f"Nothing to stop: the agent is not working on ticket {ticket.ref} now "
+                f"({ticket.state.label}). That Stop button was out of date.", ticket, stale=True,
+            )
         if not ticket.session_id:
             return Outcome(
                 False, f"The agent has not started on ticket {ticket.ref} yet; nothing to stop.", ticket
@@ -305,10 +312,28 @@ class TicketControls:
                 channel=ticket.channel_id,
                 thread_ts=ticket.thread_ts,
                 text=text,
-                blocks=[section(text), *blocks],
+                blocks=[_note(text, ticket), *blocks],
             )
         except SlackApiError as exc:
             log.warning("control note not posted", extra={"ticket": ticket.id, "error": exc.response.get("error")})
+
+    async def stale_button(self, ticket: Ticket, user: str, text: str, message: dict[str, Any]) -> None:
+        """A control that no longer applies (Stop once nothing runs): tell the presser, in the
+        thread and only them, and bring the pressed message's buttons up to date when it is one
+        of our notes, so the stale button goes away right where it was pressed."""
+        await self.explain(ticket.channel_id, user, text, ticket.thread_ts)
+        blocks = message.get("blocks") or []
+        note = next((b for b in blocks if str(b.get("block_id") or "").startswith(f"{NOTE_BLOCK}:")), None)
+        if note is None or not message.get("ts"):
+            return  # the renderer's messages are the renderer's to update
+        current = await self.store.get(ticket.id) or ticket
+        try:
+            await self.slack.chat_update(
+                channel=ticket.channel_id, ts=message["ts"], text=message.get("text") or "",
+                blocks=[note, *control_blocks(current)],
+            )
+        except SlackApiError as exc:
+            log.info("stale controls not updated", extra={"ticket": ticket.id, "error": exc.response.get("error")})
 
     async def explain(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
         try:
@@ -322,6 +347,10 @@ class TicketControls:
 
 async def _ack(ack: AsyncAck) -> None:
     await ack()
+
+
+def _note(text: str, ticket: Ticket) -> dict[str, Any]:
+    return {**section(text), "block_id": f"{NOTE_BLOCK}:{ticket.id}"[:255]}
 
 
 def _action_target(body: dict[str, Any]) -> tuple[str, str, str, str, str | None]:
@@ -372,7 +401,9 @@ def register(bolt: AsyncApp, services: Services) -> None:
                 await controls.explain(channel, user, "I could not find the ticket for this button.", thread_ts)
                 return
             outcome = await controls.run(action_id, ticket, user)
-            if not outcome.ok:
+            if outcome.stale and outcome.ticket is not None:
+                await controls.stale_button(outcome.ticket, user, outcome.text, body.get("message") or {})
+            elif not outcome.ok:
                 await controls.explain(channel, user, outcome.text, ticket.thread_ts)
         except Exception:
             log.exception("control failed", extra={"action": action_id, "channel": channel})
