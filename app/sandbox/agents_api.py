@@ -205,10 +205,10 @@ class EmulatorMiddleware:
         bearer = headers.get("authorization", "")
         if bearer.lower().startswith("bearer "):
             key = key or bearer[7:]
-        if key != self.state.api_key:
+        if key != self.state.api_key:  # reference digest section 1 / 17: x-api-key, 401 authentication_error
             return ApiError(401, "invalid x-api-key")
         betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",")]
-        if BETA not in betas:
+        if BETA not in betas:  # reference digest section 1: every call needs anthropic-beta (the SDK adds it)
             return ApiError(400, f"this endpoint requires the anthropic-beta header {BETA!r}")
         return None
 
@@ -357,6 +357,8 @@ def create_app(state: EmulatorState) -> Starlette:
         deltas = frozenset(query.getlist("event_deltas[]") + query.getlist("event_deltas"))
         unknown = deltas - set(DELTA_TYPES)
         if unknown:
+            # anthropics/skills managed-agents-events.md "Live previews": "Accepted values:
+            # agent.message, agent.thinking (any other value -> 400)".
             raise ApiError(400, f"event_deltas: unsupported {sorted(unknown)}; use {DELTA_TYPES}")
         sub = runtime.subscribe(deltas)
 

@@ -4,6 +4,17 @@ validation + response shaping of agents, environments, vaults and vault credenti
 Objects are kept as plain JSON dicts in exactly the wire shape the `anthropic` SDK parses
 (`BetaManagedAgentsAgent`, `BetaEnvironment`, `BetaManagedAgentsVault`,
 `BetaManagedAgentsCredential`); secrets are kept apart from them.
+
+Where each rejection comes from (issue 15: every rule cites its source, or goes):
+
+- Shape checks (`need_str`, `need_dict`, `need_list`, `opt_str`, the `Literal` value lists):
+  the SDK's param TypedDicts under `anthropic/types/beta/` (`Required[...]` fields and their
+  `Literal[...]` values), e.g. `agent_create_params.py`, `environment_create_params.py`,
+  `vaults/credential_create_params.py`. The error body and status are the SDK's
+  (`anthropic/_exceptions.py`; reference digest section 17).
+- Limits: the SDK docstrings quoted next to each rule.
+- `limit`/`page`: the list params' docstrings ("Default 20, maximum 100"; `page` is an "Opaque
+  pagination cursor from a previous response"); a list whose maximum is not documented has none.
 """
 
 from __future__ import annotations
@@ -134,7 +145,7 @@ def check_metadata(value: Any, *, patch: bool = False) -> dict[str, Any]:
         return {}
     meta = need_dict(value, "metadata")
     for key, item in meta.items():
-        if len(key) > 64:
+        if len(key) > 64:  # SDK agent_create_params: "keys up to 64 chars, values up to 512 chars"
             raise ApiError(400, "metadata: keys are at most 64 characters", error_code="invalid_metadata")
         if item is None and patch:
             continue
@@ -150,14 +161,14 @@ def apply_metadata_patch(current: dict[str, str], patch: Any) -> dict[str, str]:
             updated.pop(key, None)
         else:
             updated[key] = item
-    if len(updated) > 16:
+    if len(updated) > 16:  # SDK agent_create_params.metadata: "Maximum 16 pairs"
         raise ApiError(400, "metadata: at most 16 pairs", error_code="invalid_metadata")
     return updated
 
 
 def new_metadata(value: Any) -> dict[str, str]:
     meta = check_metadata(value)
-    if len(meta) > 16:
+    if len(meta) > 16:  # SDK agent_create_params.metadata: "Maximum 16 pairs"
         raise ApiError(400, "metadata: at most 16 pairs", error_code="invalid_metadata")
     return dict(meta)
 
@@ -180,14 +191,15 @@ def decode_cursor(token: str) -> tuple[str, str]:
     return direction, ident
 
 
-def parse_limit(value: str | None, default: int, maximum: int) -> int:
+def parse_limit(value: str | None, default: int, maximum: int | None) -> int:
+    """`limit` is an int in every list params TypedDict; `maximum` only where documented."""
     if value is None:
         return default
     try:
         limit = int(value)
     except ValueError as exc:
         raise ApiError(400, "limit: an integer is required") from exc
-    if limit < 1 or limit > maximum:
+    if limit < 1 or (maximum is not None and limit > maximum):
         raise ApiError(400, f"limit: must be between 1 and {maximum}")
     return limit
 
@@ -200,7 +212,7 @@ def paginate(
     if page:
         direction, ident = decode_cursor(page)
         ids = [item["id"] for item in items]
-        if ident not in ids:
+        if ident not in ids:  # not a cursor "from a previous response" (SDK list params)
             raise ApiError(400, "page: cursor no longer valid")
         index = ids.index(ident)
         start = index + 1 if direction == "after" else max(0, index - limit)
@@ -269,7 +281,7 @@ def _normalize_tool(raw: Any) -> dict[str, Any]:
         for raw_config in need_list(tool.get("configs") or [], "configs"):
             config = dict(need_dict(raw_config, "configs[]"))
             name = config.get("name")
-            if name not in TOOLSET_TOOLS:
+            if name not in TOOLSET_TOOLS:  # SDK BetaManagedAgentsAgentToolConfigParams.name Literal
                 raise ApiError(400, f"configs[].name: one of {', '.join(TOOLSET_TOOLS)}")
             config["type"] = name
             config["enabled"] = bool(config.get("enabled", True))
@@ -308,10 +320,12 @@ def _normalize_tool(raw: Any) -> dict[str, Any]:
         }
     if kind == "custom":
         name = need_str(tool, "name", max_len=128)
+        # SDK BetaManagedAgentsCustomToolParams.name: "1-128 characters; letters, digits,
+        # underscores, and hyphens."
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ApiError(400, "custom tool name: letters, digits, _ and - only")
         schema = need_dict(tool.get("input_schema") or {"type": "object"}, "input_schema")
-        if schema.get("type", "object") != "object":
+        if schema.get("type", "object") != "object":  # SDK input schema param: type Literal["object"]
             raise ApiError(400, "input_schema.type must be object")
         return {
             "type": "custom",
@@ -339,6 +353,9 @@ def normalize_mcp_servers(value: Any) -> list[dict[str, Any]]:
             raise ApiError(400, "mcp_servers[].type must be url")
         servers.append({"type": "url", "name": need_str(server, "name", max_len=255), "url": need_str(server, "url")})
     names = [s["name"] for s in servers]
+    # SDK agent_create_params.mcp_servers: "Maximum 20. Names must be unique within the array.
+    # Every server must be referenced by an `mcp_toolset` in `tools`; unreferenced servers are
+    # rejected." (the wiring check below)
     if len(set(names)) != len(names):
         raise ApiError(400, "mcp_servers: names must be unique")
     if len(servers) > 20:
@@ -351,7 +368,7 @@ def check_tool_wiring(tools: list[dict[str, Any]], servers: list[dict[str, Any]]
     names = {s["name"] for s in servers}
     for name in names - toolsets:
         raise ApiError(400, f"mcp_servers: {name!r} is not referenced by an mcp_toolset")
-    for name in toolsets - names:
+    for name in toolsets - names:  # SDK mcp_toolset.mcp_server_name: must name an mcp_servers entry
         raise ApiError(400, f"tools: mcp_toolset references unknown MCP server {name!r}")
 
 
@@ -399,12 +416,12 @@ def build_agent(body: dict[str, Any], agent_id: str, now: str) -> dict[str, Any]
     tools = normalize_tools(body.get("tools"))
     servers = normalize_mcp_servers(body.get("mcp_servers"))
     check_tool_wiring(tools, servers)
-    if "model" not in body:
+    if "model" not in body:  # SDK agent_create_params: model Required
         raise ApiError(400, "model: required")
     return {
         "id": agent_id,
         "type": "agent",
-        "name": need_str(body, "name", max_len=256),
+        "name": need_str(body, "name"),  # Required[str]; no documented length limit
         "description": opt_str(body, "description"),
         "model": normalize_model(body["model"]),
         "system": opt_str(body, "system"),
@@ -533,6 +550,7 @@ def environment_config(value: Any, current: dict[str, Any] | None = None) -> dic
     config = need_dict(value, "config")
     kind = config.get("type", current["type"] if current else "cloud")
     if current is not None and kind != current["type"]:
+        # SDK environments.update "Raises: BetaInvalidConfigTypeChangeError".
         raise ApiError(400, "config.type cannot change", error_code="invalid_config_type_change")
     if kind == "self_hosted":
         return {"type": "self_hosted"}
@@ -545,6 +563,8 @@ def environment_config(value: Any, current: dict[str, Any] | None = None) -> dic
     }
     net, packages = result["networking"], result["packages"]
     if net["type"] == "limited" and not net["allow_package_managers"] and any(packages[m] for m in PACKAGE_MANAGERS):
+        # Reference digest section 4 (SDK BetaLimitedNetworkParams docstring):
+        # allow_package_managers "must be true when packages is set under limited".
         raise ApiError(400, "config.networking: allow_package_managers must be true to install packages")
     return result
 
@@ -592,6 +612,7 @@ def credential_auth(
     auth = need_dict(value, "auth")
     kind = auth.get("type")
     if current_public is not None and kind != current_public["type"]:
+        # SDK credentials.update / reference digest section 11: "the auth.type cannot change".
         raise ApiError(400, "auth.type cannot change")
     secret = dict(current_secret or {})
     if kind == "static_bearer":
@@ -626,6 +647,7 @@ def credential_auth(
     if kind == "environment_variable":
         name = auth.get("secret_name", current_public and current_public["secret_name"])
         if current_public is not None and name != current_public["secret_name"]:
+            # Reference digest section 11: secret_name "(env-var name, cannot change)".
             raise ApiError(400, "auth.secret_name cannot change")
         if "secret_value" in auth or current_public is None:
             secret["secret_value"] = need_str(auth, "secret_value")

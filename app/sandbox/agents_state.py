@@ -285,6 +285,8 @@ class EmulatorState(ResourceStore):
 
     @staticmethod
     def _budget(value: Any) -> dict[str, Any]:
+        # SDK BetaManagedAgentsBudgetParams: type Literal["limit"]; max_list_cost.amount is an
+        # integer string of cents and currency Literal["USD"] (reference digest section 5).
         budget = need_dict(value, "budget")
         if budget.get("type", "limit") != "limit":
             raise ApiError(400, "budget.type must be limit")
@@ -359,16 +361,18 @@ class EmulatorState(ResourceStore):
             raise ApiError(400, "agent: an agent id, {type: agent} or {type: agent_with_overrides}")
         agent = self.agent_version(agent_id, version)
         if agent["archived_at"] is not None:
+            # anthropics/skills managed-agents-core.md: "new sessions cannot reference it".
             raise ApiError(400, "agent is archived")
         snapshot = session_agent(agent)
         if overrides:
             snapshot = apply_overrides(snapshot, overrides)
         env = self.environment(env_id)
         if env["archived_at"] is not None:
+            # SDK environments.archive: "Archived environments cannot be used to create new sessions".
             raise ApiError(400, "environment is archived", error_code="environment_archived")
         vault_ids = [str(v) for v in need_list(body.get("vault_ids") or [], "vault_ids")]
         for vault_id in vault_ids:
-            if self.vault(vault_id)["archived_at"] is not None:
+            if self.vault(vault_id)["archived_at"] is not None:  # Docs (vaults): archive to revoke
                 raise ApiError(400, f"vault {vault_id!r} is archived")
         resources = [self._resource(r) for r in need_list(body.get("resources") or [], "resources")]
         initial = need_list(body.get("initial_events") or [], "initial_events")
@@ -398,9 +402,9 @@ class EmulatorState(ResourceStore):
 
     def update_session(self, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
         session = self._session(session_id)
-        if session.status == "terminated":
+        if session.status == "terminated":  # SDK sessions.update: "Allowed in any non-terminated status"
             raise ApiError(400, "session is terminated")
-        if "vault_ids" in body:
+        if "vault_ids" in body:  # SDK sessions.update vault_ids docstring: "Not yet supported"
             raise ApiError(400, "vault_ids: updating vaults is not yet supported")
         changed: dict[str, Any] = {}
         if "title" in body:
@@ -414,14 +418,14 @@ class EmulatorState(ResourceStore):
                 session.budget = None
             else:
                 budget = self._budget(body["budget"])
-                if session.budget is None:
+                if session.budget is None:  # SDK sessions.update budget docstring: budget_create_only
                     raise ApiError(
                         400,
                         "a budget can only be set when the session is created",
                         error_code="budget_create_only",
                     )
                 consumed = session.usage.cost_cents(self.prices)
-                if int(budget["max_list_cost"]["amount"]) <= consumed:
+                if int(budget["max_list_cost"]["amount"]) <= consumed:  # SDK: budget_not_raised
                     raise ApiError(
                         400,
                         f"the budget must exceed the cost already consumed ({consumed} cents)",
@@ -432,6 +436,8 @@ class EmulatorState(ResourceStore):
         if body.get("agent") is not None:
             agent_update = need_dict(body["agent"], "agent")
             if session.status in ("running", "rescheduling"):
+                # Reference digest section 3 (SDK sessions.update agent docstring): "the session
+                # must not be running".
                 raise ApiError(400, "the session must not be running to update its agent")
             snapshot = dict(session.agent)
             if "tools" in agent_update:
@@ -492,7 +498,8 @@ class EmulatorState(ResourceStore):
             items.append(data)
         if _order(query, "desc") == "desc":
             items.reverse()
-        return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, 100), bidirectional=True)
+        # SDK session_list_params.limit: "Maximum number of results to return" (no documented maximum).
+        return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, None), bidirectional=True)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -501,7 +508,7 @@ class EmulatorState(ResourceStore):
             raise not_found("session", session_id)
         session = self._session(session_id)
         events = need_list(body.get("events"), "events")
-        if not events:
+        if not events:  # SDK SessionEventSendParams: events Required[Iterable[...]] (something to send)
             raise ApiError(400, "events: at least one event")
         for event in events:
             need_dict(event, "events[]")
@@ -518,4 +525,5 @@ class EmulatorState(ResourceStore):
         ]
         if _order(query, "asc") == "desc":
             items.reverse()
-        return paginate(items, query.get("page"), parse_limit(query.get("limit"), 1000, 1000))
+        # anthropics/skills managed-agents-events.md: "limit default 1000"; no documented maximum.
+        return paginate(items, query.get("page"), parse_limit(query.get("limit"), 1000, None))

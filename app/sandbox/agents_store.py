@@ -151,9 +151,11 @@ class ResourceStore:
     def update_agent(self, agent_id: str, body: dict[str, Any]) -> dict[str, Any]:
         versions = self._agent_versions(agent_id)
         if agent_id in self.agent_archived:
+            # anthropics/skills managed-agents-api-reference.md: archiving "Makes it read-only".
             raise ApiError(400, "agent is archived")
         current = versions[-1]
         if "version" in body and body["version"] is not None and body["version"] != current["version"]:
+            # Reference digest section 2 (SDK agents.update `version` docstring): a mismatch fails (409).
             raise ApiError(409, f"version mismatch: agent is at version {current['version']}, not {body['version']}")
         updated = update_agent(current, body, self.now())
         if updated is None:
@@ -175,10 +177,12 @@ class ResourceStore:
             and _passes(v[0]["created_at"], filters)
         ]
         items.reverse()
+        # SDK agent_list_params.limit: "Default 20, maximum 100."
         return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, 100))
 
     def list_agent_versions(self, agent_id: str, query: QueryLike) -> dict[str, Any]:
         items = [self._agent_out(v) for v in reversed(self._agent_versions(agent_id))]
+        # SDK agents/version_list_params.limit: "Default 20, maximum 100."
         return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, 100))
 
     # -- environments ------------------------------------------------------------------------
@@ -192,6 +196,7 @@ class ResourceStore:
     def _check_env_name(self, name: str, env_id: str | None = None) -> None:
         for other in self.environments.values():
             if other["name"] == name and other["id"] != env_id and other["archived_at"] is None:
+                # anthropics/skills managed-agents-environments.md: names are unique (409).
                 raise ApiError(409, f"an environment named {name!r} already exists")
 
     def create_environment(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +223,7 @@ class ResourceStore:
 
     def update_environment(self, env_id: str, body: dict[str, Any]) -> dict[str, Any]:
         env = self.environment(env_id)
-        if env["archived_at"] is not None:
+        if env["archived_at"] is not None:  # SDK environments.update "Raises: BetaEnvironmentArchivedError"
             raise ApiError(400, "environment is archived", error_code="environment_archived")
         updated = dict(env)
         if body.get("name") is not None:
@@ -254,7 +259,8 @@ class ResourceStore:
             if _flag(query, "include_archived") or e["archived_at"] is None
         ]
         items.reverse()
-        return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, 100))
+        # SDK environment_list_params.limit: no documented maximum.
+        return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, None))
 
     # -- vaults and credentials --------------------------------------------------------------
 
@@ -312,6 +318,7 @@ class ResourceStore:
             if _flag(query, "include_archived") or v["archived_at"] is None
         ]
         items.reverse()
+        # SDK vault_list_params.limit: "Defaults to 20, maximum 100."
         return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, 100))
 
     def credential(self, vault_id: str, cred_id: str) -> dict[str, Any]:
@@ -324,13 +331,16 @@ class ResourceStore:
     def create_credential(self, vault_id: str, body: dict[str, Any]) -> dict[str, Any]:
         vault = self.vault(vault_id)
         if vault["archived_at"] is not None:
+            # Reference digest section 11 (Docs: vaults): archiving revokes; nothing is added to it.
             raise ApiError(400, "vault is archived")
         public, secret = credential_auth(body.get("auth"))
         active = [c for c in self.credentials.values() if c["vault_id"] == vault_id and c["archived_at"] is None]
-        if len(active) >= 20:
+        if len(active) >= 20:  # Reference digest section 11 [Skill]: "at most 20 credentials per vault"
             raise ApiError(400, "a vault holds at most 20 credentials")
         identity = credential_identity(public)
         if any(credential_identity(c["auth"]) == identity for c in active):
+            # Reference digest section 11 [Skill]: mcp_server_url / secret_name unique among
+            # active credentials in a vault (a duplicate gives 409).
             raise ApiError(409, "an active credential for this MCP server URL or secret name exists")
         now = self.now()
         cred: dict[str, Any] = {
@@ -351,6 +361,7 @@ class ResourceStore:
     def update_credential(self, vault_id: str, cred_id: str, body: dict[str, Any]) -> dict[str, Any]:
         cred = self.credential(vault_id, cred_id)
         if cred["archived_at"] is not None:
+            # Reference digest section 11: archiving purges the secret; archive and recreate.
             raise ApiError(400, "credential is archived")
         if body.get("auth") is not None:
             public, secret = credential_auth(body["auth"], cred["auth"], self.credential_secrets.get(cred_id, {}))
@@ -383,4 +394,5 @@ class ResourceStore:
             for c in self.credentials.values()
             if c["vault_id"] == vault_id and (_flag(query, "include_archived") or c["archived_at"] is None)
         ]
+        # SDK vaults/credential_list_params.limit: "Defaults to 20, maximum 100."
         return paginate(items, query.get("page"), parse_limit(query.get("limit"), 20, 100))
