@@ -2,7 +2,12 @@
 
 `tests/test_event_union.py` compares this table with `typing.get_args` of
 `BetaManagedAgentsStreamSessionEvents`, so an SDK upgrade that adds a type fails until someone
-decides here whether the app handles it or ignores it, and why (issue 15).
+decides here whether the app handles it or ignores it, and why (issue 15). The Managed Agents
+emulator can produce every one of them (`app.sandbox.agents_events`, scenario `event` steps);
+`tests/test_contract_agents.py` checks that, and `tests/test_contract_app.py` runs every ignored
+type through the app in the middle of a turn. The follower hands every event but the `user.*`
+echoes to the renderer, which shows what it knows and passes over the rest; a type the SDK
+does not know yet (a newer API) arrives as a lenient model and is passed over the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ HANDLED: dict[str, str] = {
     "agent.mcp_tool_result": "closes its task card (renderer)",
     "agent.custom_tool_use": "runs our custom tool (sessions.custom_tools)",
     "session.status_running": "ticket working (follower)",
-    "session.status_idle": "turn end by stop reason (follower)",
+    "session.status_idle": "turn end by stop reason; an unknown reason ends the turn too (follower)",
     "session.status_rescheduled": "a retrying note (renderer)",
     "session.status_terminated": "ticket failed (follower)",
     "session.deleted": "ticket failed (follower)",
@@ -36,17 +41,20 @@ IGNORED: dict[str, str] = {
     "user.define_outcome": "our own outcome echoed back (outcomes not yet used)",
     "user.tool_result": "our own tool result echoed back",
     "system.message": "our own system message echoed back",
-    "agent.thread_message_received": "multiagent threads not shown yet (DESIGN: specialists)",
-    "agent.thread_message_sent": "multiagent threads not shown yet (DESIGN: specialists)",
+    "agent.thread_message_received": "multiagent threads not shown yet (DESIGN: specialists); our agent has none",
+    "agent.thread_message_sent": "multiagent threads not shown yet (DESIGN: specialists); our agent has none",
     "agent.thread_context_compacted": "internal context housekeeping; nothing for the user",
-    "session.thread_created": "multiagent threads not shown yet",
-    "session.thread_status_running": "multiagent threads not shown yet",
-    "session.thread_status_idle": "multiagent threads not shown yet",
-    "session.thread_status_terminated": "multiagent threads not shown yet",
-    "session.thread_status_rescheduled": "multiagent threads not shown yet",
-    "session.updated": "our own sessions.update (budget raise) echoed back",
+    "session.thread_created": "multiagent threads not shown yet; a subagent's approvals are cross-posted"
+    " to the session stream as agent.*_tool_use (handled)",
+    "session.thread_status_running": "multiagent threads: the session status aggregates them (handled)",
+    "session.thread_status_idle": "multiagent threads: the session status aggregates them (handled)",
+    "session.thread_status_terminated": "multiagent threads: the session status aggregates them (handled)",
+    "session.thread_status_rescheduled": "multiagent threads: the session status aggregates them (handled)",
+    "session.updated": "our own sessions.update (budget raise) echoed back; the resumed turn's"
+    " session.status_running is what moves the ticket",
     "span.model_request_start": "timing only; usage comes from session.usage",
-    "span.model_request_end": "INCOMPLETE (issue 15 item 2): an errored end should discard the preview",
+    "span.model_request_end": "follower: nothing (usage comes from session.usage). Renderer (issue 15"
+    " item 2, being rewritten): an is_error end closes that attempt's preview, whose text must go",
     "span.outcome_evaluation_start": "outcomes not yet used",
     "span.outcome_evaluation_ongoing": "outcomes not yet used",
     "span.outcome_evaluation_end": "outcomes not yet used",
