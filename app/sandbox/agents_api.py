@@ -21,9 +21,24 @@ Behaviour worth knowing (the emulator's reading of the docs):
   progress (running, or idle waiting on `requires_action`) it is queued with `processed_at: null`
   and becomes its own turn later, in order. `events.list` orders by processing; queued messages
   come last and never match `created_at[...]` filters (they compare `processed_at`).
+- A queued message is echoed on the stream twice: `processed_at: null` when sent, then with
+  its timestamp when its turn starts (anthropics/skills managed-agents-client-patterns.md
+  section 2). A message sent while paused at the budget queues the same way (nothing
+  documents a refusal).
 - `user.interrupt` cancels the turn in progress (including one waiting on a confirmation):
-  `span.model_request_end` if a model request was open, then idle `end_turn`. Queued messages
+  `span.model_request_end` if a model request was open, then idle `end_turn`. With the
+  scenario's `interrupt: "boundary"` the step in progress finishes first (client-patterns
+  section 3: the session "keeps running until it reaches a safe boundary"). Queued messages
   are kept and run next. While paused at the budget an interrupt is accepted and ignored.
+- `user.define_outcome` is accepted (SDK params: description, rubric, max_iterations <= 20),
+  echoed with an `outcome_id`, and starts a turn like a message; scenario `evaluate` steps
+  emit `span.outcome_evaluation_*` and keep `outcome_evaluations` on the session. Session
+  `resources` (github_repository, file, memory_store) are accepted and returned in the SDK's
+  response shapes (tokens never returned).
+- Every emitted event is validated with the SDK's stream union first; scenario `event` steps
+  produce any type of that union (`agents_events.py`).
+- The scenario's `status_lag` keeps `retrieve`/`list` at `running` for that long after each
+  idle event, and archive / delete answer 400 meanwhile (client-patterns section 6).
 - An `exhausted` or `terminal` session error flushes queued messages (unless the step says
   `flush_queue: false`); `terminal` ends in `session.status_terminated` and later sends get 400.
 - Archive and delete answer 400 while the status is running/rescheduling; both cancel a turn

@@ -618,6 +618,7 @@ def credential_auth(
     if kind == "static_bearer":
         url = auth.get("mcp_server_url", current_public and current_public["mcp_server_url"])
         if current_public is not None and url != current_public["mcp_server_url"]:
+            # Reference digest section 11 [Skill]: "identity fields cannot change: archive and recreate".
             raise ApiError(400, "auth.mcp_server_url cannot change")
         if "token" in auth or current_public is None:
             secret["token"] = need_str(auth, "token")

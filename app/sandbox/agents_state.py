@@ -357,7 +357,7 @@ class EmulatorState(ResourceStore):
                 raise ApiError(400, "agent.version must be an integer")
             if ref["type"] == "agent_with_overrides":
                 overrides = {k: v for k, v in ref.items() if k not in ("type", "id", "version")}
-        else:
+        else:  # SDK session_create_params.Agent: str | BetaManagedAgentsAgentParams | ...WithOverridesParams
             raise ApiError(400, "agent: an agent id, {type: agent} or {type: agent_with_overrides}")
         agent = self.agent_version(agent_id, version)
         if agent["archived_at"] is not None:
