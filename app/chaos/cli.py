@@ -35,7 +35,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from app.chaos.runner import RunOptions, chaos_run
 
     options = RunOptions(
-        mode=args.mode, faults=args.count, seed=args.seed, concurrency=args.tickets,
+        mode=args.mode, faults=[args.mode] * args.count, seed=args.seed, concurrency=args.tickets,
         rotate_after=args.rotate_after, keep=Path(args.keep) if args.keep else None,
     )
     figures = asyncio.run(chaos_run(options))

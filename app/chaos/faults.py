@@ -28,6 +28,7 @@ ROTATION_WINDOW = (-0.4, 0.4)
 
 @dataclass
 class FaultPoint:
+    kind: str
     phase: str
     found: bool  # the wanted phase was found (else: any ticket mid-turn)
     ticket: int
@@ -38,63 +39,65 @@ class FaultPoint:
 class Injector:
     """Finds a ticket in a wanted phase and injects the fault there."""
 
-    def __init__(
-        self, mode: str, tickets: Tickets, rng: random.Random, keep_busy: Callable[[], Awaitable[None]]
-    ) -> None:
-        self.mode = mode
+    def __init__(self, tickets: Tickets, rng: random.Random, keep_busy: Callable[[], Awaitable[None]]) -> None:
         self.tickets = tickets
         self.world = tickets.world
         self.rng = rng
         self.keep_busy = keep_busy
         self.points: list[FaultPoint] = []
 
-    def _in_phase(self, ticket: Ticket, phase: str) -> bool:
+    def _in_phase(self, kind: str, ticket: Ticket, phase: str) -> bool:
         now, _ = self.tickets.phase(ticket)
         if phase == ROTATION:
             return now == DELTAS and ticket.plan.rotation and self.tickets.rotating(ticket, ROTATION_WINDOW)
-        if phase == "slow_list":
-            return now == DELTAS
+        if phase == "slow_list":  # a tool runs: the next message starts while the listing is slow
+            return now == TOOL
         if now != phase:
             return False
-        if self.mode == "takeover":
+        if kind == "takeover":
             holder = ticket.holder if phase != APPROVAL else ticket.last_holder
             return holder is not None and self.world.alive(holder)
         return True
 
-    def _mid_turn(self, ticket: Ticket) -> bool:
+    def _mid_turn(self, kind: str, ticket: Ticket) -> bool:
         now, _ = self.tickets.phase(ticket)
-        return now is not None and (self.mode != "takeover" or bool(ticket.holder and self.world.alive(ticket.holder)))
+        return now is not None and (kind != "takeover" or bool(ticket.holder and self.world.alive(ticket.holder)))
 
-    async def _find(self, phase: str, timeout: float) -> tuple[Ticket, bool] | None:
+    async def _find(self, kind: str, phase: str, timeout: float) -> tuple[Ticket, bool] | None:
         deadline = time.monotonic() + timeout
         fallback_at = time.monotonic() + timeout / 2
         while time.monotonic() < deadline:
             await self.keep_busy()
-            candidates = [t for t in self.tickets.open if await asyncio.to_thread(self._in_phase, t, phase)]
+            candidates = [t for t in self.tickets.open if await asyncio.to_thread(self._in_phase, kind, t, phase)]
             if candidates:
                 return self.rng.choice(candidates), True
             if time.monotonic() > fallback_at:
-                busy = [t for t in self.tickets.open if await asyncio.to_thread(self._mid_turn, t)]
+                busy = [t for t in self.tickets.open if await asyncio.to_thread(self._mid_turn, kind, t)]
                 if busy:
                     return self.rng.choice(busy), False
             await asyncio.sleep(0.05)
         return None
 
-    async def run(self, count: int, gap: tuple[float, float], timeout: float = 40.0) -> None:
-        order = list(PHASES[self.mode])
-        self.rng.shuffle(order)
-        for k in range(count):
-            phase = order[k % len(order)]
-            found = await self._find(phase, timeout)
-            if found is None:
-                continue
-            ticket, exact = found
-            if phase not in (ROTATION, APPROVAL):
-                await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-            point = FaultPoint(phase if exact else f"{phase}~any", exact, ticket.plan.number)
-            await getattr(self, f"_{self.mode}")(ticket, point)
-            self.points.append(point)
-            await self._pause(self.rng.uniform(*gap))
+    async def run(self, kinds: list[str], gaps: dict[str, tuple[float, float]], timeout: float = 40.0) -> None:
+        """Inject one fault of each kind in `kinds` (takeover | drop | redis), in order; each kind
+        goes through its phases in a seeded order."""
+        orders = {kind: self.rng.sample(PHASES[kind], len(PHASES[kind])) for kind in PHASES}
+        done = dict.fromkeys(PHASES, 0)
+        for kind in kinds:
+            phase = orders[kind][done[kind] % len(orders[kind])]
+            done[kind] += 1
+            for _ in range(5):  # a fault that found nothing to hit (a stream already gone) is retried
+                found = await self._find(kind, phase, timeout)
+                if found is None:
+                    break
+                ticket, exact = found
+                if phase not in (ROTATION, APPROVAL, "slow_list"):
+                    await asyncio.sleep(self.rng.uniform(0.0, 0.3))
+                point = FaultPoint(kind, phase if exact else f"{phase}~any", exact, ticket.plan.number)
+                if await getattr(self, f"_{kind}")(ticket, point):
+                    self.points.append(point)
+                    break
+            await self._pause(self.rng.uniform(*gaps[kind]))
 
     async def _pause(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -104,26 +107,27 @@ class Injector:
 
     # -- the faults ----------------------------------------------------------------------------
 
-    async def _takeover(self, ticket: Ticket, point: FaultPoint) -> None:
+    async def _takeover(self, ticket: Ticket, point: FaultPoint) -> bool:
         await asyncio.to_thread(self.tickets.poll)
         victim = ticket.holder or ticket.last_holder
         if victim is None or not self.world.alive(victim):
-            return
+            return False
         hit = [t for t in self.tickets.open if victim in (t.holder, t.last_holder if t is ticket else None)]
         self.world.kill(victim)
         slot = self.world.slot_of(victim)
         point.detail = f"killed {victim}"
         point.hit = [t.plan.number for t in hit]
         for t in hit:
-            t.hit.append(point.phase)
+            t.hit.append(f"{point.kind}:{point.phase}")
         if slot is not None:
             self.world.restart_worker(slot)  # on this thread: children die with the thread that forks them
+        return True
 
-    async def _drop(self, ticket: Ticket, point: FaultPoint) -> None:
+    async def _drop(self, ticket: Ticket, point: FaultPoint) -> bool:
         agents = self.world.stack.agents
         session = ticket.session_id
-        if session is None:
-            return
+        if session is None or not agents.state.call(lambda: bool(agents.state.sessions[session].subscribers)):
+            return False
         if point.phase.startswith("slow_list"):
             delay = round(self.rng.uniform(1.0, 2.5), 2)
             agents.fail_next("GET", rf"^/v1/sessions/{session}/events$", 0, count=1, delay=delay)
@@ -131,10 +135,13 @@ class Injector:
         mode = self.rng.choice(("close", "abort"))
         dropped = agents.drop_streams(session, mode)
         point.detail = f"{point.detail} {mode} x{dropped}".strip()
+        if not dropped:
+            return False
         point.hit = [ticket.plan.number]
-        ticket.hit.append(point.phase)
+        ticket.hit.append(f"{point.kind}:{point.phase}")
+        return True
 
-    async def _redis(self, ticket: Ticket, point: FaultPoint) -> None:
+    async def _redis(self, ticket: Ticket, point: FaultPoint) -> bool:
         server = self.world.redis_server
         hit = [t for t in self.tickets.open if self.tickets.phase(t)[0] is not None]
         crash = self.rng.random() < 0.5
@@ -146,4 +153,5 @@ class Injector:
         point.detail = f"{'SIGKILL' if crash else 'SIGTERM'} down {outage}s"
         point.hit = [t.plan.number for t in hit]
         for t in hit:
-            t.hit.append(point.phase)
+            t.hit.append(f"{point.kind}:{point.phase}")
+        return True

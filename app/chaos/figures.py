@@ -56,7 +56,7 @@ class Figures:
 
     def fault_points(self, points: list[FaultPoint]) -> None:
         self.kill_points = len(points)
-        self.phases = Counter(p.phase for p in points)
+        self.phases = Counter(f"{p.kind}:{p.phase}" for p in points)
 
     def as_dict(self) -> dict[str, Any]:
         t = self.tickets

@@ -42,7 +42,7 @@ class RoleProcess(AppProcess):
         super().__init__(env, role=role, log_path=log_path)
         self.name = name
 
-    def start(self) -> RoleProcess:
+    def start(self, wait: bool = True) -> RoleProcess:
         args = [sys.executable, "-m", "app.chaos.entry", self.role]
         if self.port:
             args += ["--port", str(self.port)]
@@ -51,9 +51,16 @@ class RoleProcess(AppProcess):
             args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=self._log,
             stdin=subprocess.DEVNULL, preexec_fn=_die_with_harness,
         )
-        if self.port:
-            wait_healthy(self.url, timeout=60, proc=self.proc)
+        if self.port and wait:
+            self.wait_healthy()
         return self
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        wait_healthy(self.url, timeout=timeout, proc=self.proc)
+
+    def terminate(self) -> None:
+        if self.alive and self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
 
     @property
     def alive(self) -> bool:
@@ -95,10 +102,12 @@ class World:
     def start(self) -> World:
         self.redis_server.start()
         self.stack.start()
-        self.web = self._spawn("web", "web")
-        self.stack.slack.set_app_url(f"{self.web.url}/slack/events")
+        # All three boot at once (importing the app takes a loaded machine a while).
+        self.web = self._spawn("web", "web", wait=False)
         for slot in ("w1", "w2"):
             self.restart_worker(slot)
+        self.web.wait_healthy()
+        self.stack.slack.set_app_url(f"{self.web.url}/slack/events")
         for worker_id in list(self.workers):
             self.wait_started(worker_id)
         return self
@@ -115,7 +124,11 @@ class World:
         raise RuntimeError(f"worker {worker_id} did not start within {timeout}s")
 
     def close(self) -> None:
-        for proc in [*self.workers.values(), *([self.web] if self.web else [])]:
+        procs = [*self.workers.values(), *([self.web] if self.web else [])]
+        for proc in procs:  # all told at once, then each waited for
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        for proc in procs:
             with contextlib.suppress(Exception):
                 proc.stop()
         self.workers.clear()
@@ -141,9 +154,9 @@ class World:
             LOG_LEVEL="INFO", **extra,
         )
 
-    def _spawn(self, role: str, name: str, **extra: str) -> RoleProcess:
+    def _spawn(self, role: str, name: str, wait: bool = True, **extra: str) -> RoleProcess:
         proc = RoleProcess(self._env(**extra), role, name, self.root / "logs" / f"{name}.log")
-        return proc.start()
+        return proc.start(wait=wait)
 
     # -- workers -------------------------------------------------------------------------------
 
