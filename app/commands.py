@@ -44,6 +44,9 @@ COMMANDS: dict[str, dict[str, str]] = {
         "mcp": "our MCP servers (knowledge_base, ticket_history): serve one standalone, mint tokens",
     },
     "app.bench.stream": {"bench": "run a benchmark against the emulators"},
+    "app.bench.intake": {"bench": "run a benchmark against the emulators"},
+    "app.bench.workers": {"bench": "run a benchmark against the emulators"},
+    "app.bench.takeover": {"bench": "run a benchmark against the emulators"},
     "app.provision": {
         "provision": "make Managed Agents match the config: agents, environments, vaults and credentials",
     },
@@ -52,6 +55,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "app.sandbox.cli": {"sandbox": "try the bot locally: emulated Slack in a web page, the app, its MCP servers"},
     "app.doctor": {"doctor": "check settings, config, Redis, Slack, Anthropic and MCP tokens; print what to fix"},
     "app.fuzz.cli": {"fuzz": "fuzz the web role's edges; prints one JSON line of figures"},
+    "app.chaos.cli": {"chaos": "kill, drop and restart mid-turn; check every answer in Slack; one JSON line"},
 }
 
 
