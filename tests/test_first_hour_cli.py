@@ -5,6 +5,7 @@ key, no network and no Redis, and names `public_base_url`; one-shot commands pri
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import json
 import logging
@@ -51,8 +52,8 @@ def test_help_lists_every_command_without_importing_features_or_sdks() -> None:
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     modules_line, help_line = done.stdout.strip().splitlines()[-2:]
-    loaded = set(eval(modules_line))  # noqa: S307 - our own repr
-    text = eval(help_line)  # noqa: S307
+    loaded = set(ast.literal_eval(modules_line))
+    text = ast.literal_eval(help_line)
     assert not {m.split(".")[0] for m in loaded} & set(HEAVY), sorted(loaded)
     unlisted = [m for m in commands.FEATURE_MODULES if m not in commands.COMMANDS]
     assert not unlisted, f"add the commands of {unlisted} to app.commands.COMMANDS, or --help imports them"
