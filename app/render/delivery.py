@@ -13,8 +13,6 @@ applied to that message with `chat.update`, not repeated in the current one.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +26,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from app.render import blocks as bk
-from app.render.describe import STOP_NOTES
+from app.render.calls import Built, SlackCalls, _error, _fixed, _sent
 from app.render.layout import PLACEHOLDER, Batch, Part
 from app.render.ratelimit import TokenBuckets
 from app.render.records import ShownRecords, intent_for, snapshot
@@ -43,7 +41,6 @@ Controls = Callable[[Ticket], list[dict[str, Any]]]
 Observer = Callable[[Ticket, list[Any]], None]
 # (ticket, "rotated" | "expired" | "refused" | "congested" | "adopted", detail)
 StreamObserver = Callable[[Ticket, str, dict[str, Any]], Awaitable[None]]
-Built = tuple[dict[str, Any], Batch | None]
 
 EXPIRED = "message_not_in_streaming_state"
 # chat.appendStream documents no msg_too_long (slack_methods.json); older emulators sent it.
@@ -88,7 +85,7 @@ class Delivery:
     ) -> None:
         self.slack = slack
         self.redis = redis
-        self.buckets = buckets
+        self.calls = SlackCalls(slack, buckets, stats)
         self.o = options
         self.stats = stats
         self.records = ShownRecords(redis, options.key_prefix)
@@ -130,67 +127,19 @@ class Delivery:
         turn: Turn | None = None,
         msg: SlackMessage | None = None,
     ) -> Built | None:
-        """One Web API call through the shared buckets; 429s wait and rebuild the payload.
-
-        `build` runs once the token is granted (so the payload holds everything pending) and
-        returns the keyword arguments and the batch they carry, or None for nothing to send.
-        With `turn`, the write's intent is recorded before it goes out.
-        """
-        fn = getattr(self.slack, method.replace(".", "_"))
-        # Whoever still waits for the first words of the answer goes first.
-        first_words = turn is not None and not any(m.parts for m in turn.messages)
-        transient = 0
-        while True:
-            if not await self._acquire(ticket, method, max_wait, 0 if first_words else 1):
-                return None
-            built = build()
-            if built is None:
-                return None
-            kwargs, batch = built
-            if turn is not None:
+        """One Web API call through the shared buckets (`SlackCalls.call`). With `turn`, the
+        write's intent is recorded before it goes out, and a turn still waiting for its first
+        words is served first."""
+        before = None
+        if turn is not None:
+            async def before(batch: Batch | None) -> None:
                 parts, tasks = (batch.parts, batch.task_ids) if batch is not None else ([], [])
                 await self.records.save(ticket.id, snapshot(turn, intent_for(method, msg, parts, tasks)))
-            self.stats.calls[method] += 1
-            try:
-                response = await fn(**kwargs)
-            except SlackApiError as exc:
-                if exc.response.status_code != 429:
-                    raise
-                self.stats.rate_limited += 1
-                retry_after = _retry_after(exc.response)
-                log.info("slack rate limited", extra={"method": method, "retry_after": retry_after})
-                penalised = await self._penalise(ticket, method, retry_after)
-                if max_wait == 0:
-                    return None
-                if not penalised:
-                    await asyncio.sleep(retry_after)
-                continue
-            except (aiohttp.ClientError, TimeoutError):
-                transient += 1
-                if transient > 3:
-                    raise
-                await asyncio.sleep(0.5 * 2**transient)
-                continue
-            return response, batch
 
-    async def _acquire(self, ticket: Ticket, method: str, max_wait: float | None, priority: int) -> bool:
-        if self.buckets is None:
-            return True
-        try:
-            return await self.buckets.acquire(
-                ticket.team_id, method, ticket.channel_id, max_wait=max_wait, priority=priority
-            )
-        except RedisError as exc:  # no shared budget for now: Slack's own 429s still pace us
-            log.warning("rate-limit buckets unavailable", extra={"error": type(exc).__name__})
-            return True
-
-    async def _penalise(self, ticket: Ticket, method: str, retry_after: float) -> bool:
-        if self.buckets is None:
-            return False
-        try:
-            return await self.buckets.penalise(ticket.team_id, method, ticket.channel_id, retry_after)
-        except RedisError:
-            return False
+        first_words = turn is not None and not any(m.parts for m in turn.messages)
+        return await self.calls.call(
+            ticket, method, build, max_wait=max_wait, priority=0 if first_words else 1, before_send=before
+        )
 
     async def stream_event(self, turn: Turn, event: str, detail: dict[str, Any]) -> None:
         """Tell `on_stream_event`; its failure is logged and never stops the turn."""
@@ -457,104 +406,8 @@ class Delivery:
                 except RedisError:
                     pass
 
-    # ---- the end of a turn ----------------------------------------------------------------
-
-    async def finish(self, turn: Turn) -> None:
-        while turn.outbox and not turn.layout.covers_all(self.take(turn, turn.current)):
-            await self.deliver(turn)
-        final = await self.final_blocks(turn)
-        msg = turn.current
-        if msg is None and turn.outbox and any(p.kind == "task" or p.mid for p in turn.outbox):
-            msg = await self.open_message(turn, final)
-        if msg is not None and msg.final_blocks is not None:
-            pass  # posted together with the final blocks
-        elif msg is not None and not msg.closed:
-            if msg.mode == STREAM:
-                await self.stop(turn, msg, final)
-            else:
-                await self.update(turn, msg, final)
-        elif final and (turn.layout.approvals or turn.layout.has_text or turn.stop_reason in STOP_NOTES):
-            last = turn.messages[-1] if turn.messages else None
-            if last is not None and last.final_blocks is None and not last.full:
-                last.final_blocks = final  # closed by a rotation just now: it ends the turn
-                await self.rewrite(turn, last)
-            else:
-                await self.post(turn, final)
-        turn.outbox.clear()
-        await self.fix_up(turn)
-        if turn.status_dirty:
-            await self.clear_status(turn)
-
-    async def final_blocks(self, turn: Turn) -> list[dict[str, Any]]:
-        ticket = turn.ticket
-        controls = self.o.controls(ticket) if self.o.controls is not None and turn.stop_reason != "shutdown" else []
-        footer = await self._footer(ticket) if turn.stop_reason not in ("requires_action", "shutdown") else None
-        return turn.layout.final_blocks(
-            ticket.id, turn.stop_reason, feedback=self.o.feedback, controls=controls, footer=footer
-        )
-
-    async def _footer(self, ticket: Ticket) -> str | None:
-        footer = self.o.footer
-        if footer is None or isinstance(footer, str):
-            return footer
-        try:
-            value = footer(ticket)
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception:
-            log.exception("cost footer failed", extra={"ticket": ticket.id})
-            return None
-        return value
-
-    async def fix_up(self, turn: Turn) -> None:
-        """Rewrite messages whose live text diverged from the buffered agent messages, and
-        closed messages whose tasks moved on since they were closed."""
-        for msg in turn.messages:
-            parts = turn.layout.corrected(msg.parts)
-            if parts is not None:
-                self.stats.fixups += 1
-                await self.rewrite(turn, msg, parts)
-            elif msg.ts in turn.stale:
-                await self.rewrite(turn, msg)
-
-
 def _metadata(turn: Turn) -> dict[str, Any]:
     payload = {"ticket_id": turn.ticket.id}
     if turn.ticket.session_id:
         payload["session_id"] = turn.ticket.session_id
     return {"event_type": "support_agent_turn", "event_payload": payload}
-
-
-def _fixed(kwargs: dict[str, Any]) -> Callable[[], Built]:
-    """A payload that does not depend on pending content."""
-    return lambda: (kwargs, None)
-
-
-def _sent(done: Built | None) -> tuple[Any, Batch]:
-    """The response and batch of a call made with a batch-building payload."""
-    assert done is not None and done[1] is not None
-    return done[0], done[1]
-
-
-def _error(exc: BaseException) -> str | None:
-    if isinstance(exc, SlackApiError):
-        try:
-            return str(exc.response.get("error") or "") or None
-        except Exception:
-            return None
-    return type(exc).__name__
-
-
-def _retry_after(response: Any) -> float:
-    headers = getattr(response, "headers", None) or {}
-    value = None
-    for key in ("Retry-After", "retry-after"):
-        if key in headers:
-            value = headers[key]
-            break
-    if isinstance(value, list):
-        value = value[0] if value else None
-    try:
-        return max(0.0, float(value)) if value is not None else 1.0
-    except (TypeError, ValueError):
-        return 1.0

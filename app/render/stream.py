@@ -44,6 +44,7 @@ from app.render.delivery import (
     _error,
     _fixed,
 )
+from app.render.ending import finish
 from app.render.layout import SHOWN, Layout, Task
 from app.render.ratelimit import TokenBuckets
 from app.render.slack_text import MAX_TEXT, neutralise_mentions, split_text
@@ -381,7 +382,7 @@ class StreamRenderer:
             # Only once the stop went through: a stop that fails is retried, and reported once.
             await d.stream_event(turn, "rotated", {"ts": msg.ts, "age_seconds": round(age, 3)})
         if turn.ending.is_set():
-            await d.finish(turn)
+            await finish(d, turn)
             turn.finished = True
             return
         if turn.outbox:
