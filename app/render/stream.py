@@ -25,7 +25,6 @@ from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -46,6 +45,7 @@ from app.render.delivery import (
 )
 from app.render.ending import finish
 from app.render.layout import SHOWN, Layout, Task
+from app.render.prefs import TurnPrefs, remember
 from app.render.ratelimit import TokenBuckets
 from app.render.slack_text import MAX_TEXT, neutralise_mentions, split_text
 from app.render.turn import STREAM, UPDATE, RenderStats, Turn
@@ -60,7 +60,6 @@ FATAL = frozenset({
     "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
     "account_inactive", "token_revoked", "token_expired", "ekm_access_denied", "team_not_found",
 })
-MEMORY = 10_000
 SHOWN_TICKETS, SHOWN_PER_TICKET = 1_000, 2_000
 
 
@@ -117,7 +116,7 @@ class StreamRenderer:
         self.on_fatal = on_fatal
         self._turns: dict[str, Turn] = {}
         self._opening: dict[str, asyncio.Lock] = {}
-        self._recipients: dict[str, str] = {}
+        self.prefs = TurnPrefs(redis, key_prefix, self.options.no_stream)
         self._carry: dict[str, dict[str, Task]] = {}
         # Per ticket, the events its finished turns showed (a replay must not show them again).
         self._shown: dict[str, set[str]] = {}
@@ -139,12 +138,7 @@ class StreamRenderer:
         """A user's message starts a turn: its stream goes to `user_id` (default: the ticket's
         requester), and the thread shows the agent at work right away."""
         if user_id:
-            _remember(self._recipients, ticket.id, user_id)
-            if self.redis is not None:
-                try:
-                    await self.redis.set(self._key("recipient", ticket.id), user_id, ex=30 * 86400)
-                except RedisError:
-                    log.warning("could not save the turn's recipient", extra={"ticket": ticket.id})
+            await self.prefs.set_recipient(ticket, user_id)
         turn = await self._open(ticket)
         if turn.current is None:
             turn.status_wanted = True
@@ -195,7 +189,7 @@ class StreamRenderer:
         turn.stop_reason = stop_reason
         carry = turn.layout.settle(stop_reason)
         if carry:
-            _remember(self._carry, ticket.id, carry)
+            remember(self._carry, ticket.id, carry)
         turn.ending.set()
         turn.wake.set()
         await asyncio.shield(turn.done.wait())
@@ -223,9 +217,6 @@ class StreamRenderer:
 
     # ---- turns ----------------------------------------------------------------------------
 
-    def _key(self, *parts: str) -> str:
-        return ":".join((self.options.key_prefix, *parts))
-
     def _report(self, ticket: Ticket, events: list[Any]) -> None:
         if events and self.on_visible is not None:
             self.on_visible(ticket, events)
@@ -250,8 +241,8 @@ class StreamRenderer:
         return turn
 
     async def _new_turn(self, ticket: Ticket) -> Turn:
-        recipient = await self._recipient(ticket)
-        streaming = self.options.streaming and not await self._refused(ticket.team_id)
+        recipient = await self.prefs.recipient(ticket)
+        streaming = self.options.streaming and not await self.prefs.refused(ticket.team_id)
         plan = ticket.title if self.options.task_display_mode == "plan" else None
         turn = Turn(ticket, recipient, streaming, Layout(self.max_message_chars, plan_title=plan))
         # A status only if nothing shows within a flush interval: the first text often does.
@@ -263,34 +254,6 @@ class StreamRenderer:
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not adopt the ticket's turn", extra={"ticket": ticket.id, "error": _error(exc)})
         return turn
-
-    async def _recipient(self, ticket: Ticket) -> str:
-        user = self._recipients.get(ticket.id)
-        if user is None and self.redis is not None:
-            try:
-                found = await self.redis.get(self._key("recipient", ticket.id))
-            except RedisError:
-                found = None
-            user = _text(found)
-        return user or ticket.requester_id
-
-    async def _refused(self, team: str) -> bool:
-        no_stream = self.options.no_stream
-        until = no_stream.get(team)
-        if until is not None:
-            if until > time.monotonic():
-                return True
-            del no_stream[team]
-        if self.redis is None:
-            return False
-        try:
-            ttl = await self.redis.ttl(self._key("nostream", team))
-        except RedisError:
-            return False
-        if ttl and ttl > 0:
-            no_stream[team] = time.monotonic() + ttl
-            return True
-        return False
 
     # ---- the flusher ----------------------------------------------------------------------
 
@@ -331,7 +294,7 @@ class StreamRenderer:
             shown = self._shown.pop(ticket_id, set()) | turn.events
             while len(shown) > SHOWN_PER_TICKET:
                 shown.pop()
-            _remember(self._shown, ticket_id, shown, limit=SHOWN_TICKETS)
+            remember(self._shown, ticket_id, shown, limit=SHOWN_TICKETS)
         turn.done.set()
         if self._turns.get(ticket_id) is turn:
             del self._turns[ticket_id]
@@ -437,14 +400,6 @@ def _waits_for_approval(event: Any) -> bool:
     return getattr(event, "type", None) == "session.status_idle" and reason == "requires_action"
 
 
-def _remember(store: dict[str, Any], key: str, value: Any, limit: int = MEMORY) -> None:
-    """Set `store[key]`, forgetting the oldest entries past `limit`."""
-    store.pop(key, None)
-    store[key] = value
-    while len(store) > limit:
-        store.pop(next(iter(store)))
-
-
 async def _wait(event: asyncio.Event, seconds: float | None) -> None:
     """Until `event` is set, or at most `seconds`."""
     if seconds is None:
@@ -454,10 +409,3 @@ async def _wait(event: asyncio.Event, seconds: float | None) -> None:
         await asyncio.wait_for(event.wait(), seconds)
     except TimeoutError:
         pass
-
-
-def _text(value: Any) -> str | None:
-    """A Redis reply as text, whether the client decodes replies or not."""
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
