@@ -151,7 +151,6 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
     ]
     emitted: dict[int, float] = {}
     visible: dict[int, float] = {}
-    per_turn: list[list[float]] = [[] for _ in tickets]
 
     def on_visible(_ticket: Ticket, events: list[Any]) -> None:
         now = time.monotonic()
@@ -170,18 +169,12 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
         retries = opts.naive_retries if side == "naive_retrying" else 0
         renderer = NaiveRenderer(emulator.client(), on_visible, rate_limit_retries=retries)
 
-    def emitter(n: int) -> Any:
-        def on_emit(event: Any, at: float) -> None:
-            if getattr(event, "type", "") in CONTENT:  # what a person waits to see
-                emitted[id(event)] = at
-                per_turn[n].append(at)
-
-        return on_emit
+    def on_emit(event: Any, at: float) -> None:
+        emitted[id(event)] = at
 
     started = time.monotonic()
     plays = asyncio.gather(*(
-        play(renderer, t, turn, on_emit=emitter(n))
-        for n, (t, turn) in enumerate(zip(tickets, turns, strict=True))
+        play(renderer, t, turn, on_emit=on_emit) for t, turn in zip(tickets, turns, strict=True)
     ))
     try:
         await asyncio.wait_for(plays, opts.turn_seconds + opts.grace_seconds)
@@ -199,11 +192,22 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
     for ticket, turn in zip(tickets, turns, strict=True):
         lost += lost_chars(turn.messages, bot_text(state.thread(CHANNEL, ticket.thread_ts), state.bot_user_id))
     content_events = sum(t.content_events for t in turns)
-    shown_ids = [k for k in emitted if k in visible]
-    never = [k for k in emitted if k not in visible]
-    latencies = sorted(
-        [(visible[k] - emitted[k]) * 1000 for k in shown_ids] + [(ended - emitted[k]) * 1000 for k in never]
-    )
+    # Every content event of every turn counts, on its schedule: one a renderer held up so long
+    # that it was never even emitted counts as never shown, like one emitted and never shown.
+    latencies: list[float] = []
+    never = 0
+    per_turn: list[list[float]] = []
+    for turn in turns:
+        due = [(step.event, started + step.at) for step in turn.steps if step.event.type in CONTENT]
+        per_turn.append([at for _, at in due])
+        for ev, at in due:
+            key = id(ev)
+            if key in visible:
+                latencies.append((visible[key] - emitted.get(key, at)) * 1000)
+            else:
+                never += 1
+                latencies.append((ended - emitted.get(key, at)) * 1000)
+    latencies.sort()
     bound = sorted(x * 1000 for x in bound_latencies(per_turn, *budgets(opts.rate_scale)))
     not_streamed = 0
     if isinstance(renderer, StreamRenderer):
@@ -217,8 +221,9 @@ async def run_side(side: str, emulator: SlackEmulator, redis_url: str, opts: Opt
         "slack_calls": len(calls),
         "turns": len(turns),
         "content_events": content_events,
-        "events_shown": len(shown_ids),
-        "events_never_shown": len(never),
+        "events_counted": len(latencies),
+        "events_shown": len(latencies) - never,
+        "events_never_shown": never,
         "bound_p50_ms": percentile(bound, 50),
         "bound_p99_ms": percentile(bound, 99),
         "turns_not_streamed": not_streamed,
