@@ -52,7 +52,7 @@ class Worker:
         services: Services,
         renderer_factory: RendererFactory,
         hooks: dict[str, EventHook] | None = None,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.5,
     ) -> None:
         self.services = services
         self.renderer = renderer_factory(services)

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     worker_id: str | None = None
     # Lease on a ticket held by one worker; renewed at a third of this. A dead worker's tickets
-    # move within this plus the reaper's 1 s poll (6 s: taken over in under 7 s after a SIGKILL).
-    lease_seconds: float = Field(default=6.0, gt=0)
+    # move within this plus the reaper's 0.5 s poll (5 s: taken over in under 6 s after a SIGKILL;
+    # `support-agent bench takeover` measures it).
+    lease_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "anthropic_api_key",
