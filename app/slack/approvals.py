@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -233,6 +234,7 @@ class Approvals:
 
 # Fallback texts the renderer gives a posted message that has no answer text of its own.
 _FALLBACK_TEXTS = frozenset({"", "Approval needed.", "Done."})
+_MARKUP = re.compile(r":[a-z0-9_+-]+:|[*_~`>]")
 
 
 def blocks_hold_whole_message(message: dict[str, Any]) -> bool:
@@ -240,14 +242,18 @@ def blocks_hold_whole_message(message: dict[str, Any]) -> bool:
 
     Not for a streamed message: Slack marks one with `streaming_state` (the `message` of
     `chat.stopStream`'s response, as typed by Slack's node SDK `ChatStopStreamResponseMessage`),
-    and its streamed text and task cards are chunks, not blocks. A message whose text appears
-    in none of its blocks is treated the same way, whatever marks it carries."""
+    and its streamed text and task cards are chunks, not blocks. A message whose text is
+    found in none of its blocks (markup aside) is treated the same way, whatever it carries."""
     if message.get("streaming_state") is not None or message.get("stream") is not None:
         return False
-    text = str(message.get("text") or "").strip()
+    text = _plain(str(message.get("text") or ""))
     if text in _FALLBACK_TEXTS:
         return True
-    return any(text in json_text(block) for block in message.get("blocks") or [])
+    return any(text in _plain(json_text(block)) for block in message.get("blocks") or [])
+
+
+def _plain(text: str) -> str:
+    return " ".join(_MARKUP.sub("", text).split())
 
 
 def json_text(block: dict[str, Any]) -> str:

@@ -208,7 +208,9 @@ class BudgetActions:
         if message is None:
             return
         ts = str(message["ts"])
-        if not blocks_hold_whole_message(message):
+        # The budget note is ours, posted whole with chat.postMessage (`budget_hooks`); any other
+        # message is rewritten only when its blocks are all it shows.
+        if ts != latest and not blocks_hold_whole_message(message):
             # A streamed message's blocks are not all it shows (see `app.slack.approvals`):
             # never rewrite it. The note that follows in the thread says who acted.
             log.info("budget buttons left on a streamed message", extra={"ticket": ticket.id})
