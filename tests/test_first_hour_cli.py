@@ -12,6 +12,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -108,7 +109,7 @@ def test_provision_dry_run_plans_the_shipped_config_offline(
 
 
 def test_provision_dry_run_with_an_unreachable_api_plans_offline(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], keep_logging: None, tmp_path: object
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], keep_logging: None, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-0123456789")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
@@ -116,7 +117,7 @@ def test_provision_dry_run_with_an_unreachable_api_plans_offline(
     monkeypatch.setenv("MCP_TOKEN_INTERNAL", "internal-token-0123456789abcdef")
     monkeypatch.setenv("MCP_TOKEN_CUSTOMERS", "customers-token-0123456789abcdef")
     config = ROOT / "support-agent.yml"
-    path = tmp_path / "support-agent.yml"  # type: ignore[operator]
+    path = tmp_path / "support-agent.yml"
     path.write_text("public_base_url: https://support.example.com\n" + config.read_text())
     monkeypatch.setenv("SUPPORT_AGENT_CONFIG", str(path))
     code = main(["provision", "--dry-run"])
@@ -143,3 +144,16 @@ def test_a_one_shot_commands_warning_level_keeps_client_request_lines_out(keep_l
     # The service's INFO level still logs the clients' INFO lines, not their DEBUG bodies.
     configure_logging(Scrubber([]), "DEBUG", stream=stream)
     assert logging.getLogger("httpx2").getEffectiveLevel() == logging.INFO
+
+
+def test_trace_with_the_embedded_redis_prints_one_line_and_no_logs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], keep_logging: None, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-0123456789")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("SUPPORT_AGENT_CONFIG", str(ROOT / "support-agent.yml"))
+    assert main(["trace", "#1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == ["support-agent trace: no ticket #1: there are no tickets yet"]
