@@ -23,7 +23,7 @@ PHASES = {
     "drop": (DELTAS, TOOL, ROTATION, "slow_list"),
     "redis": (DELTAS, TOOL, ROTATION, APPROVAL),
 }
-ROTATION_WINDOW = (-0.4, 0.4)
+ROTATION_WINDOW = (-0.5, 0.6)
 
 
 @dataclass
@@ -34,6 +34,7 @@ class FaultPoint:
     ticket: int
     hit: list[int] = field(default_factory=list)
     detail: str = ""
+    at: float = 0.0  # seconds into the run
 
 
 class Injector:
@@ -45,19 +46,25 @@ class Injector:
         self.rng = rng
         self.keep_busy = keep_busy
         self.points: list[FaultPoint] = []
+        self.started = time.monotonic()
 
     def _in_phase(self, kind: str, ticket: Ticket, phase: str) -> bool:
         now, _ = self.tickets.phase(ticket)
-        if phase == ROTATION:
-            return now == DELTAS and ticket.plan.rotation and self.tickets.rotating(ticket, ROTATION_WINDOW)
+        if phase == ROTATION:  # any stream older than the rotation time rotates at its next flush
+            return now in (DELTAS, TOOL) and self._holder_ok(kind, ticket, now) and self.tickets.rotating(
+                ticket, ROTATION_WINDOW
+            )
         if phase == "slow_list":  # a tool runs: the next message starts while the listing is slow
             return now == TOOL
-        if now != phase:
-            return False
-        if kind == "takeover":
-            holder = ticket.holder if phase != APPROVAL else ticket.last_holder
-            return holder is not None and self.world.alive(holder)
-        return True
+        return now == phase and self._holder_ok(kind, ticket, now)
+
+    def _holder_ok(self, kind: str, ticket: Ticket, now: str | None) -> bool:
+        """For a takeover: a live worker to kill (while waiting on an approval no lease is held:
+        the worker that last followed the ticket)."""
+        if kind != "takeover":
+            return True
+        holder = ticket.holder if now != APPROVAL else ticket.last_holder
+        return holder is not None and self.world.alive(holder)
 
     def _mid_turn(self, kind: str, ticket: Ticket) -> bool:
         now, _ = self.tickets.phase(ticket)
@@ -93,7 +100,8 @@ class Injector:
                 ticket, exact = found
                 if phase not in (ROTATION, APPROVAL, "slow_list"):
                     await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-                point = FaultPoint(kind, phase if exact else f"{phase}~any", exact, ticket.plan.number)
+                point = FaultPoint(kind, phase if exact else f"{phase}~any", exact, ticket.plan.number,
+                                   at=round(time.monotonic() - self.started, 2))
                 if await getattr(self, f"_{kind}")(ticket, point):
                     self.points.append(point)
                     break
