@@ -745,10 +745,7 @@ async def test_when_stream_starts_run_short_a_turn_posts_instead(
     await renderer.aclose()
 
 
-async def test_a_payload_slack_keeps_refusing_is_dropped_and_the_turn_goes_on(
-    slack: SlackEmulator, make: Any
-) -> None:
-    renderer = make()
+async def _refused_mid_turn(slack: SlackEmulator, renderer: StreamRenderer, error: str) -> Ticket:
     ticket = await new_ticket(slack)
     await renderer.event(ticket, event("session.status_running", id="r"), replay=False)
     await renderer.event(ticket, message("m1", "Shown first."), replay=False)
@@ -756,18 +753,39 @@ async def test_a_payload_slack_keeps_refusing_is_dropped_and_the_turn_goes_on(
         if bot_messages(slack, ticket):
             break
         await asyncio.sleep(0.02)
-    slack.state.fail_next("chat.appendStream", "invalid_chunks", count=3)
+    slack.state.inject("chat.appendStream", error, count=3)
     await renderer.event(ticket, message("m2", "Refused three times."), replay=False)
     for _ in range(250):
-        if renderer.stats.dropped_chars:
+        if not slack.state.pending_failures("chat.appendStream"):
             break
         await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
     await renderer.event(ticket, message("m3", "Shown after."), replay=False)
     await renderer.turn_ended(ticket, "end_turn")
+    return ticket
+
+
+async def test_a_payload_form_slack_refuses_goes_on_in_plain_text(slack: SlackEmulator, make: Any) -> None:
+    renderer = make()
+    ticket = await _refused_mid_turn(slack, renderer, "invalid_chunks")
+    assert renderer.stats.dropped_chars == 0
+    assert shown(slack, ticket) == "Shown first.\n\nRefused three times.\n\nShown after."
+
+
+async def test_a_payload_slack_keeps_refusing_is_dropped_and_the_thread_says_so(
+    slack: SlackEmulator, make: Any, redis: aioredis.Redis
+) -> None:
+    async def to_trace(ticket: Ticket, name: str, detail: dict[str, Any]) -> None:
+        await record.record_stream(redis, ticket.id, event=name, detail=detail)
+
+    renderer = make(on_stream_event=to_trace)
+    ticket = await _refused_mid_turn(slack, renderer, "slack_connect_canvas_sharing_blocked")
     assert renderer.stats.dropped_chars > 0
     out = shown(slack, ticket)
     assert out.startswith("Shown first.") and out.endswith("Shown after.")
-    assert bot_messages(slack, ticket)[-1]["stream"]["state"] == "stopped"
+    assert "could not be shown in Slack (slack_connect_canvas_sharing_blocked)" in out
+    dropped = [r for r in await record.streams(redis, ticket.id) if r["event"] == "dropped"]
+    assert dropped and dropped[0]["detail"]["error"] == "slack_connect_canvas_sharing_blocked"
 
 
 async def test_channel_type_not_supported_falls_back_to_a_posted_message(slack: SlackEmulator, make: Any) -> None:

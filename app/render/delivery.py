@@ -13,6 +13,7 @@ applied to that message with `chat.update`, not repeated in the current one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from app.render.calls import Built, SlackCalls, _error, _fixed, _sent
 from app.render.layout import PLACEHOLDER, Batch, Part
 from app.render.ratelimit import TokenBuckets
 from app.render.records import ShownRecords, intent_for, snapshot
+from app.render.slack_errors import REFUSED_TEAM, kind
 from app.render.slack_text import split_text
 from app.render.turn import STREAM, UPDATE, RenderStats, SlackMessage, Turn
 from app.tickets.model import Ticket
@@ -42,20 +44,8 @@ Observer = Callable[[Ticket, list[Any]], None]
 # (ticket, "rotated" | "expired" | "refused" | "congested" | "adopted", detail)
 StreamObserver = Callable[[Ticket, str, dict[str, Any]], Awaitable[None]]
 
-EXPIRED = "message_not_in_streaming_state"
-# chat.appendStream documents no msg_too_long (slack_methods.json); older emulators sent it.
+# Slack's documented refusal to a too-long append; older emulators said msg_too_long.
 TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long"})
-# startStream errors meaning "no streaming here": for the whole workspace, or for this message.
-REFUSED_TEAM = frozenset({
-    "not_allowed", "feature_not_enabled", "unknown_method", "not_allowed_token_type",
-    "missing_scope", "no_permission", "restricted_action", "method_deprecated",
-})
-REFUSED_HERE = frozenset({
-    # channel_type_not_supported is chat.startStream's documented name (slack_methods.json).
-    "channel_type_not_supported", "method_not_supported_for_channel_type", "user_not_found",
-    "missing_recipient_user_id",
-    "missing_recipient_team_id", "invalid_arguments", "not_implemented", "user_not_in_channel",
-})
 
 
 @dataclass
@@ -201,7 +191,7 @@ class Delivery:
             done = await self.call(turn.ticket, "chat.startStream", build, max_wait=max_wait, turn=turn)
         except SlackApiError as exc:
             error = _error(exc)
-            if error in REFUSED_TEAM or error in REFUSED_HERE:
+            if kind("chat.startStream", error) in ("refused", "content"):
                 await self.refuse(turn, error or "")
                 return await self.post(turn, None)
             raise
@@ -231,13 +221,21 @@ class Delivery:
             done = await self.call(turn.ticket, "chat.appendStream", build, turn=turn, msg=msg)
         except SlackApiError as exc:
             error = _error(exc)
-            if error == EXPIRED:
-                await self.expired(turn, msg, None)
+            what = kind("chat.appendStream", error)
+            if what == "gone":
+                await self.expired(turn, msg, None, error)
                 return
             if error in TOO_LONG:
                 turn.layout.cap = max(1_000, len(msg.text))
                 msg.full = True
                 await self.stop(turn, msg, None)
+                return
+            if what == "content":  # the rest of the turn in plain messages
+                turn.go_plain()
+                await self.expired(turn, msg, None, error)
+                return
+            if what == "not_editable":
+                msg.closed = True  # what follows goes in a new message
                 return
             raise
         await self.commit(turn, msg, _sent(done)[1])
@@ -261,20 +259,31 @@ class Delivery:
         try:
             done = await self.call(turn.ticket, "chat.stopStream", build, turn=turn, msg=msg)
         except SlackApiError as exc:
-            if _error(exc) == EXPIRED:
-                await self.expired(turn, msg, final)
+            error = _error(exc)
+            what = kind("chat.stopStream", error)
+            if what in ("gone", "content"):
+                if what == "content":
+                    turn.go_plain()
+                await self.expired(turn, msg, final, error)
+                return
+            if what == "not_editable":
+                msg.closed = True
+                if final is not None:
+                    await self.post(turn, final)  # the stop's blocks in a message of their own
                 return
             raise
         msg.final_blocks = final
         msg.closed = True
         await self.commit(turn, msg, _sent(done)[1])
 
-    async def expired(self, turn: Turn, msg: SlackMessage, final: list[dict[str, Any]] | None) -> None:
-        """The stream died before we stopped it: finish the same message with chat.update."""
+    async def expired(
+        self, turn: Turn, msg: SlackMessage, final: list[dict[str, Any]] | None, error: str | None = None
+    ) -> None:
+        """The stream ended without us (or cannot go on): finish the same message with chat.update."""
         self.stats.expired += 1
-        log.info("stream expired; finishing it with chat.update", extra={"ticket": turn.ticket.id})
+        log.info("stream ended; finishing it with chat.update", extra={"ticket": turn.ticket.id, "error": error})
         msg.mode = UPDATE
-        await self.stream_event(turn, "expired", {"ts": msg.ts})
+        await self.stream_event(turn, "expired", {"ts": msg.ts, "error": error or "message_not_in_streaming_state"})
         await self.update(turn, msg, final)
         if turn.streaming:
             msg.closed = True
@@ -284,17 +293,19 @@ class Delivery:
             batch = self.take(turn, msg)
             text = msg.text + batch.text
             tasks = turn.layout.views([*msg.task_ids, *batch.task_ids])
-            kwargs: dict[str, Any] = {
-                "channel": turn.ticket.channel_id,
-                "ts": msg.ts,
-                "text": text or PLACEHOLDER,
-                "blocks": bk.message_blocks(text, tasks, final),
-            }
-            if final is not None:
-                kwargs["metadata"] = _metadata(turn)
+            kwargs = self._content(turn, text, tasks, final, {"channel": turn.ticket.channel_id, "ts": msg.ts})
             return kwargs, batch
 
-        done = await self.call(turn.ticket, "chat.update", build, turn=turn, msg=msg)
+        try:
+            done = await self.call(turn.ticket, "chat.update", build, turn=turn, msg=msg)
+        except SlackApiError as exc:
+            if not await self._edit_failed(turn, msg, exc):
+                raise
+            if final is not None and msg.closed:
+                await self.post(turn, final)
+            elif not msg.closed:
+                await self.update(turn, msg, final)  # once more, the way the error asked for
+            return
         turn.stale.discard(msg.ts)  # rewritten whole
         if final is not None:
             msg.final_blocks = final
@@ -303,25 +314,64 @@ class Delivery:
             msg.closed = True
         await self.commit(turn, msg, _sent(done)[1])
 
+    async def _edit_failed(self, turn: Turn, msg: SlackMessage, exc: SlackApiError) -> bool:
+        """Deal with a refused `chat.update`; False if the caller should treat it as a failure."""
+        what = kind("chat.update", _error(exc))
+        if what == "not_editable":
+            msg.closed = True  # it stays as it is; what follows goes in a new message
+            turn.stale.discard(msg.ts)
+            return True
+        if what == "conflict":  # still streaming: stop it first
+            stop = {"channel": turn.ticket.channel_id, "ts": msg.ts}
+            with contextlib.suppress(SlackApiError):
+                await self.call(turn.ticket, "chat.stopStream", _fixed(stop))
+            msg.mode = UPDATE
+            return True
+        if what == "content" and not turn.plain:
+            turn.go_plain()
+            return True
+        return False
+
+    def _content(
+        self,
+        turn: Turn,
+        text: str,
+        tasks: list[bk.TaskView],
+        final: list[dict[str, Any]] | None,
+        base: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A non-streamed message's content: blocks and metadata, or only text in plain mode."""
+        fallback = "; ".join(f"{v.title}: {v.status.replace('_', ' ')}" for v in tasks)
+        kwargs: dict[str, Any] = {**base, "text": text or fallback or PLACEHOLDER}
+        if turn.plain:
+            if not text and fallback:
+                kwargs["text"] = fallback
+            return kwargs
+        kwargs["blocks"] = bk.message_blocks(text, tasks, final) or [bk.context_block(PLACEHOLDER)]
+        if final is not None:
+            kwargs["metadata"] = _metadata(turn)
+        return kwargs
+
     async def post(self, turn: Turn, final: list[dict[str, Any]] | None) -> SlackMessage:
         """A new message that is not a stream (fallback, or final blocks on their own)."""
 
         def build() -> Built:
             batch = self.take(turn, None)
-            tasks = turn.layout.views(batch.task_ids)
             text = batch.text
-            approval = bool(turn.layout.approvals)
-            kwargs: dict[str, Any] = {
-                "channel": turn.ticket.channel_id,
-                "thread_ts": turn.ticket.thread_ts,
-                "text": text or (PLACEHOLDER if final is None else "Approval needed." if approval else "Done."),
-                "blocks": bk.message_blocks(text, tasks, final) or [bk.context_block(PLACEHOLDER)],
-            }
-            if final is not None:
-                kwargs["metadata"] = _metadata(turn)
-            return kwargs, batch
+            if not text and final is not None:
+                text = "Approval needed." if turn.layout.approvals else "Done."
+            base = {"channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts}
+            return self._content(turn, batch.text, turn.layout.views(batch.task_ids), final, base) | (
+                {} if batch.text or batch.task_ids else {"text": text or PLACEHOLDER}
+            ), batch
 
-        done = await self.call(turn.ticket, "chat.postMessage", build, turn=turn)
+        try:
+            done = await self.call(turn.ticket, "chat.postMessage", build, turn=turn)
+        except SlackApiError as exc:
+            if kind("chat.postMessage", _error(exc)) != "content" or turn.plain:
+                raise
+            turn.go_plain()
+            return await self.post(turn, final)
         response, batch = _sent(done)
         msg = SlackMessage(str(response["ts"]), UPDATE, time.monotonic())
         turn.messages.append(msg)
@@ -340,24 +390,26 @@ class Delivery:
             msg.parts = parts
         text = msg.text
         pieces = split_text(text, turn.layout.cap) if text else [""]
-        views = turn.layout.views(msg.task_ids)
-        blocks = bk.message_blocks(pieces[0], views, msg.final_blocks)
-        # The top-level text is what notifications and screen readers get.
-        fallback = "; ".join(f"{v.title}: {v.status.replace('_', ' ')}" for v in views) or PLACEHOLDER
-        update: dict[str, Any] = {
-            "channel": turn.ticket.channel_id, "ts": msg.ts, "text": pieces[0] or fallback, "blocks": blocks,
-        }
-        if msg.final_blocks is not None:
-            update["metadata"] = _metadata(turn)
-        await self.call(turn.ticket, "chat.update", _fixed(update), turn=turn, msg=msg)
+        update = self._content(
+            turn, pieces[0], turn.layout.views(msg.task_ids), msg.final_blocks,
+            {"channel": turn.ticket.channel_id, "ts": msg.ts},
+        )
+        if msg.final_blocks is None:
+            update.pop("metadata", None)
+        try:
+            await self.call(turn.ticket, "chat.update", _fixed(update), turn=turn, msg=msg)
+        except SlackApiError as exc:
+            if not await self._edit_failed(turn, msg, exc):
+                raise
+            if msg.ts in turn.stale and not msg.closed:
+                return  # the next step tries again, the way the error asked for
         turn.stale.discard(msg.ts)
         for extra in pieces[1:]:
-            post = {
-                "channel": turn.ticket.channel_id,
-                "thread_ts": turn.ticket.thread_ts,
-                "text": extra,
-                "blocks": bk.message_blocks(extra, []),
+            post: dict[str, Any] = {
+                "channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts, "text": extra,
             }
+            if not turn.plain:
+                post["blocks"] = bk.message_blocks(extra, [])
             await self.call(turn.ticket, "chat.postMessage", _fixed(post))
         await self.records.save(turn.ticket.id, snapshot(turn))
 

@@ -18,6 +18,7 @@ orphan) is reported to `on_stream_event(ticket, event, detail)` for the ticket's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,37 +30,21 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from app.render.adopt import adopt
-from app.render.delivery import (
-    EXPIRED,
-    REFUSED_HERE,
-    REFUSED_TEAM,
-    TOO_LONG,
-    Controls,
-    Delivery,
-    Footer,
-    Observer,
-    Options,
-    StreamObserver,
-    _error,
-    _fixed,
-)
+from app.render.calls import _error, _fixed
+from app.render.delivery import TOO_LONG, Controls, Delivery, Footer, Observer, Options, StreamObserver
 from app.render.ending import finish
 from app.render.layout import SHOWN, Layout, Task
 from app.render.prefs import TurnPrefs, remember
 from app.render.ratelimit import TokenBuckets
+from app.render.slack_errors import FATAL, REFUSED_HERE, REFUSED_TEAM, kind
 from app.render.slack_text import MAX_TEXT, neutralise_mentions, split_text
 from app.render.turn import STREAM, UPDATE, RenderStats, Turn
 from app.tickets.model import Ticket
 
-__all__ = ["EXPIRED", "FATAL", "REFUSED_HERE", "REFUSED_TEAM", "STREAM", "TOO_LONG", "UPDATE", "StreamRenderer"]
+__all__ = ["FATAL", "REFUSED_HERE", "REFUSED_TEAM", "STREAM", "TOO_LONG", "UPDATE", "StreamRenderer"]
 
 log = logging.getLogger(__name__)
 
-# Nothing more can be shown in this thread.
-FATAL = frozenset({
-    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
-    "account_inactive", "token_revoked", "token_expired", "ekm_access_denied", "team_not_found",
-})
 SHOWN_TICKETS, SHOWN_PER_TICKET = 1_000, 2_000
 
 
@@ -360,7 +345,8 @@ class StreamRenderer:
 
     async def _failed(self, turn: Turn, exc: Exception) -> None:
         error = _error(exc)
-        if error in FATAL:
+        what = kind("", error) if isinstance(exc, SlackApiError) else "transient"
+        if what == "fatal":
             log.error("cannot show the turn in Slack", extra={"ticket": turn.ticket.id, "error": error})
             if self.on_fatal is not None and not turn.dead:
                 try:
@@ -373,13 +359,12 @@ class StreamRenderer:
             return
         turn.failures += 1
         log.warning("slack call failed", extra={"ticket": turn.ticket.id, "error": error, "attempt": turn.failures})
-        # Slack answering with an error is retried a few times; not reaching Slack, for longer.
-        network = isinstance(exc, aiohttp.ClientError | TimeoutError)
-        attempts = self.max_failures * 4 if network else self.max_failures
+        # Slack's own trouble, or not reaching Slack, is retried for longer than a refusal.
+        attempts = self.max_failures * 4 if what == "transient" else self.max_failures
         if turn.failures < attempts:
             await asyncio.sleep(min(0.25 * 2**turn.failures, 8.0))
             return
-        # Give up on what keeps failing, so the rest of the turn still gets through.
+        # Give up on what keeps failing, so the rest of the turn still gets through, and say so.
         turn.failures = 0
         turn.stale.clear()
         msg = turn.current
@@ -389,8 +374,14 @@ class StreamRenderer:
         turn.outbox[:consumed] = []
         self.stats.dropped_chars += dropped
         log.error("dropped turn output", extra={"ticket": turn.ticket.id, "error": error, "chars": dropped})
+        await self.delivery.stream_event(turn, "dropped", {"error": error, "chars": dropped})
         if msg is not None:
             msg.closed = True
+        turn.go_plain()  # whatever Slack refused, plain text is its best chance
+        note = {"channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts,
+                "text": f":warning: Part of this answer could not be shown in Slack ({error})."}
+        with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
+            await self.delivery.call(turn.ticket, "chat.postMessage", _fixed(note))
         if turn.ending.is_set() and not turn.outbox:
             turn.finished = True
 

@@ -74,6 +74,7 @@ class Turn:
         self.last_event = time.monotonic()
         self.failures = 0
         self.dead = False
+        self.plain = False  # Slack refused our blocks or chunks: text-only messages from now on
         self.lost = False  # our lease lapsed: another worker has the ticket
         self.finished = False
         self.runner: asyncio.Task[None] | None = None
@@ -83,6 +84,11 @@ class Turn:
         if self.messages and not self.messages[-1].closed:
             return self.messages[-1]
         return None
+
+    def go_plain(self) -> None:
+        """Slack refused our blocks or chunks: text-only, unstreamed messages from now on."""
+        self.plain = True
+        self.streaming = False
 
     @property
     def outbox(self) -> list[Any]:

@@ -388,6 +388,11 @@ class SlackState:
         with self.lock:
             self.faults.setdefault(method, []).append(Fault(error, status, retry_after, count))
 
+    def pending_failures(self, method: str) -> int:
+        """How many calls of `method` the queued faults will still refuse."""
+        with self.lock:
+            return sum(f.count for f in self.faults.get(method, []))
+
     def inject(self, method: str, error: str, *, count: int = 1) -> None:
         """Answer the next `count` calls of `method` with one of its documented errors.
 
