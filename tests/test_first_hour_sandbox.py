@@ -120,10 +120,14 @@ def test_the_cli_reads_the_running_sandbox_and_shows_names(
     header = text.split("\n\n", 1)[0]
     assert "· waiting (on requester) · environment internal · requester @bob" in header
     assert "Slack: #support thread" in header and re.search(r"Cost: \$0\.\d\d over 2 turns", header)
-    assert "1 tool call ·" in header
+    assert "2 tool calls ·" in header  # one per session
     for said in ("ticket opened by @bob", "resolved by @alice", "reopened by @bob", "[@bob] @support-agent"):
         assert said in text, said
     assert "U0002" not in text.replace(header, "") and "$0.000000" not in text
+    # Both sessions are in the timeline: the first one's turn, then the one after the Reopen.
+    assert " t1  turn      turn 1 ended" in text and " t2  turn      turn 2 ended" in text
+    assert text.count("agent session sesn_") == 2 and "(a new session after a Reopen)" in text
+    assert '"query": "how do refunds work?"' in text and '"query": "refunds and cancellations"' in text
 
     # Stopped, the sandbox leaves no connection behind, and asking for it says so.
     sandbox.stop()

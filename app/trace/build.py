@@ -188,6 +188,15 @@ async def gather_trace(client: AsyncAnthropic | None, store: TicketStore, ticket
     got.webhooks = await record.webhooks(redis, ticket.id)
     got.streams = await record.streams(redis, ticket.id)
     session_id = ticket.session_id
+    # A Reopen after the session ended starts a new one: the earlier sessions (known from the
+    # ledger) come first in the timeline, each opened by a SESSION_STARTED marker.
+    earlier = [s for s in dict.fromkeys(t.session_id for t in got.ledger_turns if t.session_id)
+               if s != session_id]
+    if earlier and client is not None and not ticket.session_deleted_at:
+        for sid in earlier:
+            got.events += await _earlier_session_events(client, ticket, sid, got.warnings)
+        if session_id:
+            got.events.append(_session_marker(session_id, None))
     if not session_id:
         got.warnings.append("no agent session yet")
         return got
@@ -211,13 +220,38 @@ async def gather_trace(client: AsyncAnthropic | None, store: TicketStore, ticket
             "archived_at": iso(_epoch(getattr(session, "archived_at", None))),
             "list_cost_cents": int(list_cost.amount) if list_cost is not None else None,
         }
-        got.events = await list_all_events(client, session_id)
+        current = await list_all_events(client, session_id)
+        if got.events and current:
+            got.events[-1]["processed_at"] = current[0].get("processed_at")
+        got.events += current
     except anthropic.NotFoundError:
         got.warnings.append(f"session {session_id} no longer exists; its events are gone")
     except anthropic.APIError as exc:
         log.warning("trace: session events not read", extra={"ticket": ticket.id, "error": type(exc).__name__})
         got.warnings.append(f"session events could not be read ({type(exc).__name__})")
     return got
+
+
+SESSION_STARTED = "support_agent.session_started"  # our marker between a ticket's sessions
+
+
+def _session_marker(session_id: str, at: Any) -> dict[str, Any]:
+    return {"type": SESSION_STARTED, "session_id": session_id, "processed_at": at}
+
+
+async def _earlier_session_events(
+    client: AsyncAnthropic, ticket: Ticket, session_id: str, warnings: list[str]
+) -> list[dict[str, Any]]:
+    try:
+        events = await list_all_events(client, session_id)
+    except anthropic.NotFoundError:
+        warnings.append(f"earlier session {session_id} no longer exists; its events are gone")
+        return []
+    except anthropic.APIError as exc:
+        log.warning("trace: earlier session not read", extra={"ticket": ticket.id, "error": type(exc).__name__})
+        warnings.append(f"earlier session {session_id} could not be read ({type(exc).__name__})")
+        return []
+    return [_session_marker(session_id, events[0].get("processed_at") if events else None), *events]
 
 
 async def build_trace(
@@ -274,6 +308,8 @@ class _Assembler:
         self.turn_bounds: dict[int, tuple[float | None, float | None]] = {}
         self.turn_end_entries: dict[int, TraceEntry] = {}
         self.usage_at_turn: dict[int, Usage] = {}  # the last cumulative session.usage seen per turn
+        self.session_no = 0  # which of the ticket's sessions the events are from (markers count)
+        self.turn_session: dict[int, int] = {}  # turn -> session_no (usage is cumulative per session)
 
     def text(self, value: Any, limit: int) -> str:
         return clip(self.s.text(str(value or "")), limit)
@@ -295,6 +331,7 @@ class _Assembler:
                 self.turn += 1
                 self.in_turn = True
                 self.turn_bounds[self.turn] = (at, None)
+                self.turn_session[self.turn] = self.session_no
             turn: int | None = self.turn if self.in_turn else None
             if eid:
                 self.event_turn[str(eid)] = self.turn if self.in_turn else self.turn + 1
@@ -318,6 +355,14 @@ class _Assembler:
             self.usage_at_turn[turn if turn is not None else self.turn] = Usage.from_sdk(ev.get("usage"))
             return
         if etype in SILENT or etype.startswith("span."):
+            return
+        if etype == SESSION_STARTED:
+            self.session_no += 1
+            sid = self.text(ev.get("session_id"), 100)
+            self.add(at, k.TraceEntry(
+                kind=k.SESSION, detail={"type": etype, "session_id": sid},
+                summary=f"agent session {sid}" + (" (a new session after a Reopen)" if self.session_no > 1 else ""),
+            ))
             return
         if etype == "user.message":
             text = self.s.text(content_text(ev.get("content")))
@@ -540,7 +585,8 @@ class _Assembler:
                 d["ticket_total_usd"] = _usd(snaps[-1].ticket_total_usd)
                 d["usage_source"] = "ledger"
             elif turn in self.usage_at_turn:
-                before = max((t for t in self.usage_at_turn if t < turn), default=None)
+                before = max((t for t in self.usage_at_turn
+                              if t < turn and self.turn_session.get(t) == self.turn_session.get(turn)), default=None)
                 delta = self.usage_at_turn[turn].minus(self.usage_at_turn[before] if before is not None else Usage())
                 d["input_tokens"] = delta.input_tokens
                 d["output_tokens"] = delta.output_tokens
