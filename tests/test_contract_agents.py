@@ -17,7 +17,7 @@ import anthropic
 import pytest
 
 from app.sandbox.agents_api import AgentsEmulator
-from app.sandbox.agents_events import PREVIEW_TYPES, sample_event, sdk_event_types, validate_event
+from app.sandbox.agents_events import PREVIEW_TYPES, sample_event, sdk_event_types, validate_with_union
 from app.sessions.event_table import HANDLED, IGNORED
 from tests.test_agents_emulator import KEY, collect, no_extras, setup_session, text
 
@@ -54,7 +54,7 @@ def test_every_union_type_has_a_sample_the_sdk_parses() -> None:
     types = sdk_event_types()
     assert set(HANDLED) | set(IGNORED) == types  # the app's table covers the same union
     for event_type in types:
-        parsed = validate_event(sample_event(event_type))
+        parsed = validate_with_union(sample_event(event_type))
         assert parsed.type == event_type  # type: ignore[attr-defined]
 
 

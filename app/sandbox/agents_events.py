@@ -22,7 +22,7 @@ from anthropic.types.beta.sessions.beta_managed_agents_stream_session_events imp
 )
 from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["event_model", "sample_event", "sdk_event_types", "validate_event"]
+__all__ = ["event_model", "sample_event", "sdk_event_types", "validate_event", "validate_with_union"]
 
 # Stream-only preview frames: no id, no processed_at, never listed (docs: events-and-streaming,
 # "Live previews"); the emulator produces them through `SessionRuntime.preview_*`.
@@ -61,7 +61,13 @@ def _adapter() -> TypeAdapter[Any]:
 
 
 def validate_event(event: dict[str, Any]) -> BaseModel:
-    """Parse a wire event with the SDK's union (raises pydantic.ValidationError)."""
+    """Parse a wire event with the SDK's model for its `type` (the member of the union the SDK
+    picks by that discriminator); raises pydantic.ValidationError or ValueError."""
+    return event_model(str(event.get("type"))).model_validate(event)
+
+
+def validate_with_union(event: dict[str, Any]) -> BaseModel:
+    """The same through the SDK's whole union (slower; for tests)."""
     parsed = _adapter().validate_python(event)
     if not isinstance(parsed, event_model(str(event.get("type")))):
         raise ValueError(f"the SDK parsed {event.get('type')!r} as {type(parsed).__name__}")
