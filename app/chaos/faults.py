@@ -93,10 +93,10 @@ class Injector:
         for kind in kinds:
             phase = orders[kind][done[kind] % len(orders[kind])]
             done[kind] += 1
-            for _ in range(5):  # a fault that found nothing to hit (a stream already gone) is retried
+            for _ in range(20):  # a fault that found nothing to hit (a stream already gone) is retried
                 found = await self._find(kind, phase, timeout)
                 if found is None:
-                    break
+                    continue
                 ticket, exact = found
                 if phase not in (ROTATION, APPROVAL, "slow_list"):
                     await asyncio.sleep(self.rng.uniform(0.0, 0.3))
