@@ -15,9 +15,10 @@ import yaml
 
 from app.cost.budget import RAISE_BUDGET_ACTION
 from app.render.blocks import APPROVE_ACTION_ID, FEEDBACK_ACTION_ID
+from app.sandbox.agents_events import PREVIEW_TYPES, sdk_event_types
 from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.stack import Stack
-from app.sessions.event_table import IGNORED
+from app.sessions.event_table import HANDLED, IGNORED
 from app.sessions.follower import HELD_NOTICE
 from app.slack.blocks import control_blocks
 from app.tickets.model import Ticket, TicketState
@@ -61,8 +62,19 @@ def causes(app: InProcessApp, ticket: Ticket) -> list[str]:
 
 
 SENTENCE = "Checking the whole account history, one entry at a time."
+# The union through the app: every type but the turn's own lifecycle (which this turn produces
+# anyway), previews (the message's deltas) and the two that need a real counterpart, covered
+# where they have one: agent.custom_tool_use (test_tools_e2e.py, a pending custom tool),
+# session.error and session.status_rescheduled (a real retry: test_agents_emulator.py and the
+# failed-attempt sequence of test_contract_agents.py), termination (test_durability.py, a terminal
+# error) and deletion (test_retention.py).
+NATURAL = {"session.status_running", "session.status_idle", "span.model_request_start",
+           "span.model_request_end", "event_start", "event_delta", "agent.message", "user.message"}
+ELSEWHERE = {"agent.custom_tool_use", "session.error", "session.status_rescheduled", "session.status_terminated",
+             "session.deleted"}
+INJECTED = sorted(sdk_event_types() - NATURAL - ELSEWHERE)
 MIXED = {"interrupt": "boundary", "rules": [
-    {"match": "union", "steps": [*({"event": t} for t in sorted(IGNORED)),
+    {"match": "union", "steps": [*({"event": t} for t in INJECTED),
                                  {"message": "All of it, and nothing else."}]},
     {"match": "odd", "steps": [{"message": "Partial."}, {"idle": "paused_for_maintenance"}]},
     {"match": "account", "steps": [
@@ -77,15 +89,16 @@ async def test_ignored_types_a_newer_stop_reason_and_a_stop_at_a_safe_boundary(s
     stack.agents.set_scenario(MIXED)
     app = stack.start_app()
 
-    # Item 9: every type the app's table ignores, emitted mid-turn: none is shown, the answer
-    # lands once, the turn ends normally. (The handled types are the everyday ones:
-    # tests/test_e2e_ticket.py, test_tools_e2e.py, test_cost_e2e.py.)
+    # Item 9: the SDK's union, emitted in one turn: each type is handled or passed over as the
+    # app's table says, nothing ignored is shown, the answer lands once, the turn ends normally.
     ts = await stack.slack.user_posts(SUPPORT, "the whole union please")
     ticket = await settled(app, ts, TicketState.WAITING_REQUESTER)
     await eventually(lambda: not leased(app, ticket))
     assert bot_texts(stack, ts) == ["All of it, and nothing else."]
     assert ticket.session_id
-    assert set(IGNORED) <= {e["type"] for e in stack.agents.state.events(ticket.session_id)}
+    emitted = {e["type"] for e in stack.agents.state.events(ticket.session_id)}
+    assert sdk_event_types() - emitted - PREVIEW_TYPES == ELSEWHERE  # previews are stream-only
+    assert set(IGNORED) <= emitted and set(IGNORED) | set(HANDLED) == sdk_event_types()
 
     # Item 8: a stop reason newer than the SDK leaves the ticket waiting, not working.
     ts = await stack.slack.user_posts(SUPPORT, "something odd")
