@@ -33,6 +33,7 @@ from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
 from app.slack.blocks import context, control_blocks, section
 from app.slack.channels import resolve_environment
+from app.slack.controls import note_section
 from app.slack.permissions import is_staff
 from app.tickets.commit import MessageCommit
 from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket
@@ -236,7 +237,7 @@ class SupportCommand:
                 ts=ts,
                 text=f"Ticket {ticket.ref}: question from <@{user}>: {neutralise_mentions(question)[:200]}",
                 blocks=[
-                    section(f":speech_balloon: *Ticket {ticket.ref}* · question from <@{user}>"),
+                    note_section(f":speech_balloon: *Ticket {ticket.ref}* · question from <@{user}>", ticket),
                     section(quote(question)),
                     context("I'll answer in this thread. Reply there to add details."),
                     *control_blocks(ticket),

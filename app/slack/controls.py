@@ -38,6 +38,7 @@ from app.slack.blocks import (
     ACTION_RESOLVE,
     ACTION_STOP,
     CLOSED_STATES,
+    CONTROLS_BLOCK_ID,
     STOPPABLE_STATES,
     control_blocks,
     section,
@@ -322,15 +323,21 @@ class TicketControls:
         thread and only them, and bring the pressed message's buttons up to date when it is one
         of our notes, so the stale button goes away right where it was pressed."""
         await self.explain(ticket.channel_id, user, text, ticket.thread_ts)
-        blocks = message.get("blocks") or []
-        note = next((b for b in blocks if str(b.get("block_id") or "").startswith(f"{NOTE_BLOCK}:")), None)
-        if note is None or not message.get("ts"):
+        blocks: list[dict[str, Any]] = message.get("blocks") or []
+        ours = any(str(b.get("block_id") or "").startswith(f"{NOTE_BLOCK}:") for b in blocks)
+        if not ours or not message.get("ts"):
             return  # the renderer's messages are the renderer's to update
         current = await self.store.get(ticket.id) or ticket
+        # The same message with the controls block replaced by the ticket's current one.
+        updated: list[dict[str, Any]] = []
+        for block in blocks:
+            if str(block.get("block_id") or "").startswith(f"{CONTROLS_BLOCK_ID}:"):
+                updated += control_blocks(current)
+            else:
+                updated.append(block)
         try:
             await self.slack.chat_update(
-                channel=ticket.channel_id, ts=message["ts"], text=message.get("text") or "",
-                blocks=[note, *control_blocks(current)],
+                channel=ticket.channel_id, ts=message["ts"], text=message.get("text") or "", blocks=updated,
             )
         except SlackApiError as exc:
             log.info("stale controls not updated", extra={"ticket": ticket.id, "error": exc.response.get("error")})
@@ -350,6 +357,12 @@ async def _ack(ack: AsyncAck) -> None:
 
 
 def _note(text: str, ticket: Ticket) -> dict[str, Any]:
+    return note_section(text, ticket)
+
+
+def note_section(text: str, ticket: Ticket) -> dict[str, Any]:
+    """A section that marks its message as ours (controls notes, the /support question), so
+    a stale button on it can be brought up to date."""
     return {**section(text), "block_id": f"{NOTE_BLOCK}:{ticket.id}"[:255]}
 
 
