@@ -342,11 +342,9 @@ class Delivery:
     ) -> dict[str, Any]:
         """A non-streamed message's content: blocks and metadata, or only text in plain mode."""
         fallback = "; ".join(f"{v.title}: {v.status.replace('_', ' ')}" for v in tasks)
+        if turn.plain:  # `markdown_text` replaces the message's text and blocks (chat.update's reference)
+            return {**base, "markdown_text": text or fallback or PLACEHOLDER}
         kwargs: dict[str, Any] = {**base, "text": text or fallback or PLACEHOLDER}
-        if turn.plain:
-            if not text and fallback:
-                kwargs["text"] = fallback
-            return kwargs
         kwargs["blocks"] = bk.message_blocks(text, tasks, final) or [bk.context_block(PLACEHOLDER)]
         if final is not None:
             kwargs["metadata"] = _metadata(turn)
@@ -361,9 +359,10 @@ class Delivery:
             if not text and final is not None:
                 text = "Approval needed." if turn.layout.approvals else "Done."
             base = {"channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts}
-            return self._content(turn, batch.text, turn.layout.views(batch.task_ids), final, base) | (
-                {} if batch.text or batch.task_ids else {"text": text or PLACEHOLDER}
-            ), batch
+            kwargs = self._content(turn, batch.text, turn.layout.views(batch.task_ids), final, base)
+            if not (batch.text or batch.task_ids):
+                kwargs["markdown_text" if turn.plain else "text"] = text or PLACEHOLDER
+            return kwargs, batch
 
         try:
             done = await self.call(turn.ticket, "chat.postMessage", build, turn=turn)
@@ -405,11 +404,11 @@ class Delivery:
                 return  # the next step tries again, the way the error asked for
         turn.stale.discard(msg.ts)
         for extra in pieces[1:]:
-            post: dict[str, Any] = {
-                "channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts, "text": extra,
-            }
-            if not turn.plain:
-                post["blocks"] = bk.message_blocks(extra, [])
+            post: dict[str, Any] = {"channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts}
+            if turn.plain:
+                post["markdown_text"] = extra
+            else:
+                post.update(text=extra, blocks=bk.message_blocks(extra, []))
             await self.call(turn.ticket, "chat.postMessage", _fixed(post))
         await self.records.save(turn.ticket.id, snapshot(turn))
 
