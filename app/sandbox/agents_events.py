@@ -48,6 +48,14 @@ def sdk_event_types() -> set[str]:
     return set(_by_type())
 
 
+@functools.cache
+def session_error_types() -> frozenset[str]:
+    """The `error.type` values of `session.error` the installed SDK knows."""
+    annotation = event_model("session.error").model_fields["error"].annotation
+    members = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return frozenset(str(typing.get_args(m.model_fields["type"].annotation)[0]) for m in members)
+
+
 def event_model(event_type: str) -> type[BaseModel]:
     try:
         return _by_type()[event_type]

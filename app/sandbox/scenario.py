@@ -568,6 +568,8 @@ class TurnEngine:
             for chunk in split_text(text, max(step.deltas, 1))[: step.fail_after]:
                 rt.preview_delta(failed_id, chunk)
             self.close_span(is_error=True)
+            from .agents_events import session_error_types
+
             rt.emit(
                 "session.error",
                 error={
@@ -575,6 +577,7 @@ class TurnEngine:
                     "message": f"emulated {step.fail_error}",
                     "retry_status": {"type": "retrying"},
                 },
+                _unchecked=step.fail_error not in session_error_types(),
             )
             rt.emit("session.status_rescheduled")
             rt.emit("session.status_running")
@@ -612,7 +615,10 @@ class TurnEngine:
         if step.error == "credential_host_unreachable_error":
             error["credential_id"] = "vcrd_emulated"
             error["vault_id"] = "vlt_emulated"
-        rt.emit("session.error", error=error)
+        from .agents_events import session_error_types
+
+        # An error type newer than the installed SDK is sent as is (to test that the app copes).
+        rt.emit("session.error", error=error, _unchecked=step.error not in session_error_types())
         if step.retry_status == "retrying":
             rt.emit("session.status_rescheduled")
             rt.emit("session.status_running")
