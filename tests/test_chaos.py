@@ -14,12 +14,16 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from app.chaos.compare import ShownTask, ToolCall, compare_tasks, compare_text
+from app.chaos.entry import shorten_rotation
 from app.chaos.figures import broken
 from app.chaos.runner import RunOptions, run_in
+from app.chaos.tickets import APPROVAL, DELTAS, TOOL, session_phase
 from app.chaos.views import agent_record, shown_message
 from app.chaos.world import World
 
@@ -105,6 +109,31 @@ def test_what_slack_shows_a_stream_an_edited_stream_and_a_posted_message() -> No
         {"id": "e3", "type": "agent.message", "content": [{"type": "text", "text": "bo2"}]},
     ])
     assert record.text == "Ka1\n\nbo2" and record.calls == [ToolCall("e2", "CHAOSQ1T1")]
+
+
+def test_where_a_turn_is_read_from_the_emulated_session() -> None:
+    use: dict[str, Any] = {"id": "u1", "type": "agent.tool_use", "input": {"query": "CHAOSQ1T1"}}
+    result: dict[str, Any] = {"id": "r1", "type": "agent.tool_result", "tool_use_id": "u1"}
+    idle: dict[str, Any] = {"id": "i1", "type": "session.status_idle", "stop_reason": {"type": "end_turn"}}
+    message: dict[str, Any] = {"id": "m1", "type": "agent.message", "content": []}
+
+    def runtime(events: list[dict[str, Any]], status: str = "running", pending: bool = False) -> object:
+        return SimpleNamespace(events=events, status=status, pending={"u1": 1} if pending else {}, worker=None)
+
+    assert session_phase(runtime([use])) == (TOOL, False)
+    assert session_phase(runtime([use, result])) == (DELTAS, False)
+    assert session_phase(runtime([use], status="idle", pending=True)) == (APPROVAL, False)
+    assert session_phase(runtime([use, result, message, idle], status="idle")) == (None, True)
+
+
+def test_the_harness_can_shorten_the_renderers_stream_rotation() -> None:
+    from app.render.stream import StreamRenderer
+
+    original = StreamRenderer.__init__
+    try:
+        assert shorten_rotation(2.5), "the renderer lost its rotate_after option: the harness cannot force rotations"
+    finally:
+        StreamRenderer.__init__ = original  # type: ignore[method-assign]
 
 
 # ---- the guarantees, under faults -------------------------------------------------------------
