@@ -21,7 +21,6 @@ import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
-
 from typing import TYPE_CHECKING
 
 from app.config.model import AppConfig
