@@ -15,7 +15,7 @@ from app.sandbox.local_sandbox import LocalSandbox, SandboxBusy
 
 
 def no_env_settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
 
 
 def test_a_second_sandbox_refuses_and_leaves_the_running_ones_redis_alone(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_env_example_placeholders_are_unset(tmp_path: Path) -> None:
     assert settings.slack_bot_token is None and settings.slack_signing_secret is None
     # So the sandbox starts the demo agent, not a "real" one with a key that is not one.
     assert LocalSandbox(settings, data_dir=tmp_path / "sandbox").real_agent is False
-    assert Settings(_env_file=None, anthropic_api_key="sk-ant-real").anthropic_api_key is not None  # type: ignore[call-arg]
+    assert Settings(_env_file=None, anthropic_api_key="sk-ant-real").anthropic_api_key is not None  # type: ignore[call-arg, arg-type]
 
 
 def test_sandbox_config_errors_name_the_users_file_and_line(tmp_path: Path) -> None:
