@@ -106,6 +106,19 @@ def test_the_cli_reads_the_running_sandbox_and_shows_names(
     [search] = again["stream"]["tasks"].values()
     assert "refunds and cancellations" in search["title"] and "reopened" not in search["title"]
 
+    # App Home -> Trace: the modal reads by name too (state label, dollars, @people).
+    page(sandbox, "/api/home", {"user": ALICE})
+    home = eventually(lambda: page(sandbox, "/api/state", channel=SUPPORT, user=ALICE, home="1")["home"])
+    [row] = [b for b in home["blocks"] if str(b.get("block_id", "")).startswith("ticket:")]
+    assert "<@U0002>" in row["text"]["text"] and "<#C0001>" in row["text"]["text"]  # Slack shows names
+    page(sandbox, "/api/view/action", {"view_id": home["id"], "user": ALICE, "action_id": "ticket_trace",
+                                       "block_id": row["block_id"]})
+    [modal] = eventually(lambda: [m for m in page(sandbox, "/api/state", channel=SUPPORT, user=ALICE)["modals"]
+                                  if "Reading ticket" not in str(m["blocks"])])
+    head = modal["blocks"][0]["text"]["text"]
+    assert "· waiting (on requester) ·" in head and re.search(r"cost \$0\.\d\d(?!\d)", head), head
+    assert "ticket opened by @bob" in str(modal) and "resolved by @alice" in str(modal)
+
     # `costs` from this folder, with no settings: the sandbox's ledger, by name.
     assert main(["costs"]) == 0
     out, err = capsys.readouterr()

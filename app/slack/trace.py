@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from decimal import Decimal
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -23,7 +24,8 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
-from app.cost.model import format_duration
+from app.cost.model import format_duration, format_usd
+from app.names import Names
 from app.render.slack_text import escape
 from app.runtime import Services
 from app.slack.blocks import ACTION_TRACE
@@ -101,7 +103,8 @@ def paginate(texts: list[str], per_page: int = SECTIONS_PER_PAGE) -> list[list[s
 def header_text(trace: Trace, now: float | None = None) -> str:
     t = trace.ticket
     title = escape(str(t.get("title") or ""))[:200]
-    parts = [f"*Ticket {t['ref']}* · {t['state']} · {t.get('environment') or '-'} · <@{t['requester_id']}>"]
+    state = t.get("state_label") or t["state"]
+    parts = [f"*Ticket {t['ref']}* · {state} · {t.get('environment') or '-'} · <@{t['requester_id']}>"]
     created = t.get("created_at")
     if created:
         from datetime import datetime
@@ -110,7 +113,7 @@ def header_text(trace: Trace, now: float | None = None) -> str:
         parts.append(f"{format_duration(max((now or time.time()) - opened, 0.0))} old")
     cost = trace.totals.get("cost_usd")
     if cost is not None:
-        parts.append(f"cost ${cost}")
+        parts.append(f"cost {format_usd(Decimal(str(cost)))}")
     text = " · ".join(parts)
     if title:
         text += f"\n>{title}"
@@ -188,7 +191,8 @@ class TraceModal:
                 cached: dict[str, Any] = json.loads(raw)
                 return cached
         s = self.services
-        trace = await build_trace(s.anthropic, s.store, ticket, s.scrubber, s.settings.anthropic_console_workspace)
+        trace = await build_trace(s.anthropic, s.store, ticket, s.scrubber, s.settings.anthropic_console_workspace,
+                                  Names(s.redis, s.slack))
         out = {
             "header": header_text(trace),
             "meta": {
