@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from app.config.settings import Settings
-from app.redis_conn import EmbeddedRedis
+from app.jobs.queue import JobQueue
+from app.redis_conn import EmbeddedRedis, connect
 from app.sandbox.slack_ratelimit import RateLimitConfig
 from app.sandbox.stack import Stack
+from app.slack.intake import Intake
+from app.tickets.store import TicketStore
 
 CHANNEL = "C0001"  # served by the shipped config's `internal` environment
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -114,3 +118,33 @@ def tcp_connections(pid: int, ports: dict[str, int]) -> dict[str, int]:
 
 def port_of(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1].split("/")[0])
+
+
+class Questions:
+    """Opens tickets the way the web role does (the app's `Intake`: ticket, inbox message and
+    job in one atomic Redis step), from this process: the worker benchmarks measure workers, so
+    they need no web process. The question is also stored in the Slack emulator, as the thread's
+    parent message."""
+
+    def __init__(self, stack: Stack, redis_url: str) -> None:
+        self.stack = stack
+        self.redis = connect(redis_url)
+        store = TicketStore(self.redis)
+        self.intake = Intake(store, JobQueue(self.redis, consumer="bench"), stack.config)
+
+    async def ask(self, text: str, team: str | None = None) -> str:
+        st = self.stack.slack.state
+        with st.lock:
+            ts = st.new_ts()
+            body = f"<@{st.bot_user_id}> {text}"
+            st.store_message(CHANNEL, {"type": "message", "user": "U0001", "text": body, "ts": ts,
+                                       "team": st.team_id})
+        team = team or st.team_id
+        event = {"type": "app_mention", "user": "U0001", "text": body, "ts": ts, "channel": CHANNEL,
+                 "event_ts": ts, "team": team}
+        await self.intake.handle(event_id=f"Ev{uuid.uuid4().hex[:12]}", team_id=team, event=event,
+                                 bot_user_id=st.bot_user_id, bot_id=st.bot_id)
+        return ts
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()

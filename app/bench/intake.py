@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from app.bench import bench_subparsers
 from app.bench.common import CHANNEL, emit, summary_ms, world
 from app.jobs.queue import STREAM
-from app.sandbox.app_runner import ROOT, free_port, wait_healthy
+from app.sandbox.app_runner import ROOT, AppProcess, free_port, wait_healthy
 from app.sandbox.slack_events import EventSender
 from app.sandbox.stack import SIGNING_SECRET
 
@@ -38,6 +38,7 @@ BARE_STREAM = "bench:bare"
 _SERIAL = itertools.count(1)  # message ts are unique across the run: intake dedupes channel+ts
 _BASE_SECOND = int(time.time())
 ACK_TIMEOUT = 10.0
+START_TIMEOUT = 120.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,13 +58,17 @@ def _command(args: argparse.Namespace) -> int:
 
 async def run(rate: float, seconds: float) -> dict[str, Any]:
     with world() as (stack, redis_server, root):
-        web = stack.start_process("web", log_path=root / "web.log", LOG_LEVEL="WARNING")
-        assert web.port is not None
         bare_port = free_port()
-        bare = _start_bare(bare_port, redis_server.url, root / "bare.log")
+        bare = _start_bare(bare_port, redis_server.url, root / "bare.log")  # starts while the web role does
+        web = AppProcess(stack.env(), role="web", log_path=root / "web.log")
+        stack.apps.append(web)
+        _start_unwaited(web)
+        stack.slack.set_app_url(f"{web.url}/slack/events")
         r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
         try:
-            wait_healthy(f"http://127.0.0.1:{bare_port}", proc=bare)
+            # A loaded machine can take far longer than a test's 30 s to import and start both.
+            wait_healthy(web.url, timeout=START_TIMEOUT, proc=web.proc)
+            wait_healthy(f"http://127.0.0.1:{bare_port}", timeout=START_TIMEOUT, proc=bare)
             sender = stack.slack.events
             app_url = f"{web.url}/slack/events"
             # One warm-up event each (Bolt's first auth.test, connections, imports) not counted.
@@ -125,6 +130,15 @@ async def _load(sender: EventSender, url: str, rate: float, seconds: float, tag:
             tasks.append(asyncio.create_task(one(i, due)))
         await asyncio.gather(*tasks)
     return {"events": count, **summary_ms(latencies), "errors": sum(errors.values()), "error_kinds": errors}
+
+
+def _start_unwaited(web: AppProcess) -> None:
+    """`AppProcess.start` without its 30 s health wait (the caller waits, longer)."""
+    assert web.port is not None
+    args = [sys.executable, "-m", "app.cli", web.role, "--port", str(web.port)]
+    assert web.log_path is not None
+    web._log = open(web.log_path, "ab")  # closed by AppProcess.stop
+    web.proc = subprocess.Popen(args, env=web.env, cwd=web.cwd, stdout=web._log, stderr=web._log)
 
 
 def _start_bare(port: int, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:

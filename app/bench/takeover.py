@@ -1,10 +1,11 @@
 """`support-agent bench takeover --kills N`: SIGKILL the worker following a ticket, N times;
 how long until the ticket's thread gets its next Slack call (from the worker that took over).
 
-A real web process and two real worker processes (`support-agent web|worker`) against one
-redis-server and the emulators (in this process). One ticket plays a long agent turn (a message
-every half second). Each round: find the lease holder in Redis, SIGKILL it, note the time, wait
-for the first Slack API call after it, start a replacement worker. Settings are the defaults
+Two real worker processes (`support-agent worker`) against one redis-server and the emulators
+(in this process); the ticket is opened through the app's `Intake` from this process. It plays
+a long agent turn (a message every half second). Each round: find the lease holder in Redis,
+SIGKILL it, note the time, wait for the first Slack API call after it, start a replacement
+worker. Settings are the defaults
 (`LEASE_SECONDS`, the worker's reaper poll), unless `--lease-seconds` says otherwise.
 
 Slack calls the killed process had already sent can still land a few milliseconds after the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import tempfile
 import time
@@ -24,11 +26,12 @@ from typing import Any
 import redis as sync_redis
 
 from app.bench import bench_subparsers
-from app.bench.common import CHANNEL, DEFAULT_LEASE_SECONDS, emit, ms, percentile, world
+from app.bench.common import CHANNEL, DEFAULT_LEASE_SECONDS, Questions, emit, ms, percentile, world
 from app.sandbox.app_runner import AppProcess
 from app.sandbox.stack import Stack
 
 STEP_SECONDS = 0.5
+START_TIMEOUT = 120.0  # a worker's start (imports) on a loaded machine
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,7 +66,6 @@ async def run(kills: int, *, lease_seconds: float | None = None, guard: float = 
         for i in range(math.ceil((kills * (timeout / 2 + 4) + 20) / STEP_SECONDS)):
             steps += [{"message": f"step {i}", "deltas": 1}, {"sleep": STEP_SECONDS}]
         stack.agents.set_scenario({"rules": [{"match": None, "steps": steps}]})
-        stack.start_process("web", log_path=log_dir / "web.log", **env)
         workers: dict[str, AppProcess] = {}
         serial = 0
 
@@ -74,18 +76,22 @@ async def run(kills: int, *, lease_seconds: float | None = None, guard: float = 
             log_path = log_dir / f"{name}.log"
             workers[name] = stack.start_process("worker", log_path=log_path, WORKER_ID=name, **env)
             # A round starts only once the replacement is taking jobs (imports take seconds).
-            await _until(lambda: log_path.exists() and "worker started" in log_path.read_text(), timeout)
+            await _until(lambda: log_path.exists() and "worker started" in log_path.read_text(), START_TIMEOUT)
 
         await start_worker()
         await start_worker()
         r = sync_redis.Redis.from_url(redis_server.url, decode_responses=True)
-        ts = await stack.slack.user_posts(CHANNEL, "takeover bench: a long job")
+        questions = Questions(stack, redis_server.url)
+        ts = await questions.ask("takeover bench: a long job")
+        await questions.aclose()
         errors = 0
         takeovers: list[float] = []
         rounds: list[dict[str, Any]] = []
         try:
-            await _until(lambda: _calls_after(stack, 0.0), timeout)
-            for _ in range(kills):
+            # Kill mid-turn: once the turn streams (a worker killed while it creates the agent,
+            # vault or session leaves their first-use lock behind, up to 35 s: not this measure).
+            await _until(lambda: _shows(stack, "step 1"), START_TIMEOUT)
+            for round_no in range(kills):
                 holder = await _until(lambda: _holder(r), timeout)
                 if holder is None or holder not in workers:
                     errors += 1
@@ -100,7 +106,8 @@ async def run(kills: int, *, lease_seconds: float | None = None, guard: float = 
                 else:
                     takeovers.append(first - killed_at)
                     rounds.append({"killed": holder, "takeover_ms": ms(first - killed_at), "new_holder": _holder(r)})
-                await start_worker()
+                if round_no < kills - 1:
+                    await start_worker()
         finally:
             r.close()
         thread = stack.slack.state.thread(CHANNEL, ts)
@@ -134,6 +141,10 @@ def _holder(r: sync_redis.Redis) -> str | None:
         if value:
             return str(value).rsplit(":", 1)[0]
     return None
+
+
+def _shows(stack: Stack, text: str) -> bool:
+    return any(text in json.dumps(call.params) for call in stack.slack.state.calls())
 
 
 def _calls_after(stack: Stack, after: float) -> float | None:

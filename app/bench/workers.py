@@ -1,16 +1,17 @@
 """`support-agent bench workers --sessions K`: one worker process following K running sessions.
 
-A real worker process (`support-agent worker`) and a real web process against one redis-server;
-the Slack and Managed Agents emulators run in this (the benchmark's) process. K questions open K
-tickets; each session's agent then says `tick <i> <question>` every `--interval` seconds (about
-2 s) for the whole run. Once the sessions are running (or `--start-timeout` passed), the worker is
-measured for `--window` seconds: CPU (share of one core) and RSS from /proc, its established TCP
-connections by peer (Slack, Managed Agents, other; Redis is a unix socket), and for every tick
-emitted in the window the delay from the emulator emitting it to the first Slack API call
-carrying its text. Sessions followed: sessions with a tick in Slack during the window.
+A real worker process (`support-agent worker`) against one redis-server; the Slack and Managed
+Agents emulators run in this (the benchmark's) process. K questions open K tickets, through the
+app's `Intake` called from this process (the web role is `bench intake`'s subject). Each
+session's agent then says `tick <i> <question>` every `--interval` seconds (about 2 s) for the
+whole run. Once the sessions run (or `--start-timeout` passed), the worker is measured for
+`--window` seconds: CPU (share of one core) and RSS from /proc, its established TCP connections
+by peer (Slack, Managed Agents, other; Redis is a unix socket), and for every tick emitted in the
+window the delay from the emulator emitting it to the first Slack API call carrying its text.
+Sessions followed: sessions with a tick in Slack during the window.
 
-Slack's rate limits are off in the emulator: one emulated workspace stands for K workspaces, so
-the worker is measured, not Slack's limits.
+Slack's rate limits are off in the emulator and each ticket comes from a workspace of its own,
+so neither Slack's limits nor the app's per-workspace budgets are what is measured.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import time
 from datetime import datetime
@@ -25,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from app.bench import bench_subparsers
-from app.bench.common import CHANNEL, cpu_percent, emit, port_of, sample, summary_ms, tcp_connections, world
-from app.sandbox.slack_events import EventSender
+from app.bench.common import Questions, cpu_percent, emit, port_of, sample, summary_ms, tcp_connections, world
 from app.sandbox.stack import Stack
 
 TICK = re.compile(r"tick (\d+) bench-s(\d+)\b")
@@ -53,29 +54,30 @@ def _command(args: argparse.Namespace) -> int:
 
 async def run(sessions: int, *, interval: float = 2.0, window: float = 20.0,
               start_timeout: float = 120.0, logs: Path | None = None) -> dict[str, Any]:
-    with world(logs) as (stack, _redis, root):
+    with world(logs) as (stack, redis, root):
         total = start_timeout + window + 30
         steps: list[dict[str, Any]] = []
         for i in range(int(total / interval) + 1):
             steps += [{"sleep": interval}, {"message": f"tick {i} {{user_text}}", "deltas": 1}]
         stack.agents.set_scenario({"rules": [{"match": None, "steps": steps}]})
-        stack.start_process("web", log_path=root / "web.log")
         worker = stack.start_process("worker", log_path=root / "worker.log", WORKER_ID="bench-worker")
         assert worker.proc is not None
         pid = worker.proc.pid
         began = time.monotonic()
-        gate = asyncio.Semaphore(16)
-
-        async def ask(k: int) -> None:
-            async with gate:
-                await _ask_from_own_workspace(stack, k)
-
-        await asyncio.gather(*(ask(k) for k in range(sessions)))
+        questions = Questions(stack, redis.url)
+        try:
+            # Each ticket from a workspace of its own: the app's per-workspace Slack budgets
+            # must not bind either.
+            for k in range(sessions):
+                await questions.ask(f"bench-s{k}", team=f"TB{k:06d}")
+        finally:
+            await questions.aclose()
         await _wait_running(stack, sessions, began + start_timeout)
         start_seconds = time.monotonic() - began
         started = _running(stack)
         await asyncio.sleep(min(interval, 2.0))  # every session past its first tick
         before, wall_start = sample(pid), time.time()
+        emulators_before = sample(os.getpid())
         ports = {"slack": port_of(stack.slack.url), "agents": port_of(stack.agents.url)}
         connections: list[dict[str, int]] = []
         rss_peak = before.rss_mb
@@ -84,6 +86,7 @@ async def run(sessions: int, *, interval: float = 2.0, window: float = 20.0,
             connections.append(tcp_connections(pid, ports))
             rss_peak = max(rss_peak, sample(pid).rss_mb)
         after, wall_end = sample(pid), time.time()
+        emulators_after = sample(os.getpid())
         latencies, followed, missing = _latencies(stack, wall_start, wall_end - interval)
         mid = connections[len(connections) // 2] if connections else {}
         return {
@@ -98,6 +101,8 @@ async def run(sessions: int, *, interval: float = 2.0, window: float = 20.0,
             "events_not_in_slack": missing,
             "event_to_slack": summary_ms(latencies),
             "cpu_percent": cpu_percent(before, after),
+            # This process: the two emulators (and the measuring). Near 100 % it is what limits.
+            "emulators_cpu_percent": cpu_percent(emulators_before, emulators_after),
             "rss_mb": round(after.rss_mb, 1),
             "rss_peak_mb": round(rss_peak, 1),
             "connections": mid,
@@ -105,23 +110,6 @@ async def run(sessions: int, *, interval: float = 2.0, window: float = 20.0,
             "slack_calls_per_event": _calls_per_event(stack, wall_start, wall_end, len(latencies)),
             "note": "2-core machine shared with other work; emulators and load in the bench process",
         }
-
-
-async def _ask_from_own_workspace(stack: Stack, k: int) -> None:
-    """A mention of the bot asking `bench-s<k>`, delivered as from workspace `T<k>`: each ticket
-    has its own workspace, so the app's per-workspace Slack budgets do not bind either."""
-    emu, st = stack.slack, stack.slack.state
-    with st.lock:
-        ts = st.new_ts()
-        text = f"<@{st.bot_user_id}> bench-s{k}"
-        msg: dict[str, Any] = {"type": "message", "user": "U0001", "text": text, "ts": ts, "team": st.team_id}
-        st.store_message(CHANNEL, msg)
-    team = f"TB{k:06d}"
-    assert emu.app_url is not None
-    sender = EventSender(emu.app_url, emu.signing_secret, team_id=team, bot_user_id=st.bot_user_id)
-    event = {"type": "app_mention", "user": "U0001", "text": text, "ts": ts, "channel": CHANNEL,
-             "event_ts": ts, "team": team}
-    await sender.send_event(event)
 
 
 async def _wait_running(stack: Stack, sessions: int, deadline: float) -> None:
