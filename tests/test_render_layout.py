@@ -148,3 +148,10 @@ def test_a_task_shown_in_an_earlier_message_is_not_repeated_in_the_next() -> Non
     layout = fold([tool_use("t1"), tool_result("t1", "r1")])
     batch = layout.take("", set(), elsewhere=frozenset({"t1"}))
     assert batch.chunks == [] and batch.moved == ["t1"]  # updated where it is instead
+
+
+def test_a_stop_reason_newer_than_the_sdk_still_gets_a_note() -> None:
+    layout = fold([message("m1", "Partial.")])
+    blocks = layout.final_blocks("T1-1", "paused_for_maintenance", feedback=False, controls=[], footer=None)
+    assert "The agent stopped (paused for maintenance)" in str(blocks)
+    assert layout.final_blocks("T1-1", "end_turn", feedback=False, controls=[], footer=None) == []

@@ -60,6 +60,17 @@ STOP_NOTES: dict[str, str] = {
 }
 
 
+# Ends of a turn that need no note: an answer, an approval asked for, our own hand-off or failure.
+QUIET_STOPS = frozenset({None, "end_turn", "requires_action", "shutdown", "failed"})
+
+
+def stop_note(reason: str | None) -> str | None:
+    """The note a turn's last message carries for its stop reason (one newer than this SDK too)."""
+    if reason in QUIET_STOPS:
+        return None
+    return STOP_NOTES.get(reason or "") or f":pause_button: The agent stopped ({humanise(reason or '')})."
+
+
 def humanise(name: str) -> str:
     return name.replace("__", " ").replace("_", " ").replace("-", " ").strip() or name
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from app.render.delivery import Delivery
-from app.render.describe import STOP_NOTES
+from app.render.describe import stop_note
 from app.render.turn import STREAM, Turn
 from app.tickets.model import Ticket
 
@@ -29,7 +29,7 @@ async def finish(d: Delivery, turn: Turn) -> None:
             await d.stop(turn, msg, final)
         else:
             await d.update(turn, msg, final)
-    elif final and (turn.layout.approvals or turn.layout.has_text or turn.stop_reason in STOP_NOTES):
+    elif final and (turn.layout.approvals or turn.layout.has_text or stop_note(turn.stop_reason)):
         last = turn.messages[-1] if turn.messages else None
         if last is not None and last.final_blocks is None and not last.full:
             last.final_blocks = final  # closed by a rotation just now: it ends the turn

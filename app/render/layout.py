@@ -19,7 +19,7 @@ from typing import Any
 from app.render import blocks as bk
 from app.render.base import message_text
 from app.render.content import AgentText, Batch, Part, Piece, Task
-from app.render.describe import STOP_NOTES, error_title, input_preview, result_output, tool_title
+from app.render.describe import STOP_NOTES, error_title, input_preview, result_output, stop_note, tool_title
 from app.render.slack_text import (
     cut_point,
     neutralise_mentions,
@@ -246,8 +246,9 @@ class Layout:
             if len(waiting) > bk.MAX_APPROVALS:
                 out.append(bk.context_block(f"…and {len(waiting) - bk.MAX_APPROVALS} more calls waiting."))
             return out
-        if reason in STOP_NOTES:
-            out.append(bk.context_block(STOP_NOTES[reason]))
+        note = STOP_NOTES.get(reason or "") if reason == "shutdown" else stop_note(reason)
+        if note:
+            out.append(bk.context_block(note))
         if reason == "shutdown":
             return out
         if feedback and self.has_text and reason != "terminated":
