@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from app.sandbox.slack_view import visible_text
 from app.sandbox.stack import Stack
 from tests.support import eventually
 from tests.test_e2e_ticket import SUPPORT, bot_replies
@@ -298,3 +299,20 @@ async def test_messages_from_other_bots_are_ignored(stack: Stack) -> None:
     await asyncio.sleep(1.0)
     assert stack.agents.state.sessions_snapshot() == []
     assert app.run_coroutine(app.services.store.by_thread("T0001", SUPPORT, "1700000000.000100")) is None
+
+
+async def test_a_model_request_that_fails_mid_answer_leaves_only_the_retried_answer(stack: Stack) -> None:
+    """The API sends no buffered message for a failed attempt; `span.model_request_end` closes
+    its preview. The thread ends with the retried answer alone, not the cut-off preview before it."""
+    stack.agents.set_scenario({"rules": [{"match": None, "steps": [
+        {"message": "The gateway certificate expired at 02:00; renewing it now.", "deltas": 6,
+         "fail_attempts": 1, "fail_after": 3},
+    ]}]})
+    stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "is the VPN down?")
+    await eventually(lambda: stack.slack.state.ok_calls("chat.stopStream"), timeout=20)
+    await eventually(lambda: "renewing it now" in bot_text(stack, ts))
+    await asyncio.sleep(0.5)
+    messages = [m for m in stack.slack.state.thread(SUPPORT, ts) if m.get("bot_id") and m["ts"] != ts]
+    shown = "".join(visible_text(m) for m in messages)
+    assert shown.strip() == "The gateway certificate expired at 02:00; renewing it now.", shown

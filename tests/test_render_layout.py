@@ -119,7 +119,10 @@ def test_a_failed_model_request_takes_its_preview_back() -> None:
                      "cache_read_input_tokens": 0},
     ))
     layout.apply(message("m2", "The certificate expired."))
-    assert layout.corrected(shown) == [Part("m1", 0, "")]  # the preview is rewritten away
+    assert layout.corrected(shown) == []
+    retried = Part("m2", 0, "The certificate expired.")
+    after = [Part("m1", 0, "The certificate is fine and "), Part(None, 0, "\n\n"), retried]
+    assert layout.corrected(after) == [retried]  # no separator left before it
     assert wanted_text(layout).endswith("The certificate expired.")
 
 

@@ -272,7 +272,15 @@ class Layout:
                 end = part.offset + len(part.text) if later or not self.texts[part.mid].final else None
                 part = Part(part.mid, part.offset, canon[part.offset : end])
             out.append(part)
-        return out
+        # Text taken back entirely leaves no part, and a separator next to it separates nothing.
+        kept: list[Part] = []
+        for i, part in enumerate(out):
+            if not part.text:
+                continue
+            if part.mid is None and (not kept or not any(p.text for p in out[i + 1 :])):
+                continue
+            kept.append(part)
+        return kept
 
     # ---- inside -----------------------------------------------------------------------------
 
