@@ -16,6 +16,7 @@ from app.runtime import Services
 from app.sessions.budget_hooks import BudgetNotifier, combine_hooks
 from app.sessions.cost_hooks import CostCapture
 from app.sessions.custom_tools import CustomToolRunner
+from app.slack.approvals import decided_lines
 from app.slack.blocks import STOPPABLE_STATES, control_blocks
 from app.slack.bolt_app import build_bolt_app
 from app.tickets.channel_loss import ChannelLoss
@@ -77,6 +78,7 @@ def make_worker(services: Services) -> Worker:
             controls=turn_controls,
             on_fatal=loss.on_render_failure,
             on_stream_event=stream_event,
+            decisions=lambda ticket, ids: decided_lines(s.redis, ticket.id, ids),
         )
 
     budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)

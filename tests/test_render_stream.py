@@ -575,16 +575,19 @@ async def test_tool_calls_waiting_for_approval_get_approve_and_deny_buttons(
     assert parse_approval_value(actions["elements"][0]["value"]) == (ticket.id, "sevt_ask")
     assert "context_actions" not in block_types(first)  # no feedback before the turn is done
 
-    # approved: the session runs on, the result and the answer land in a new stream
+    # approved: the session runs on; the answer lands in a new stream, and the call ends
+    # complete where it was shown, its buttons gone: not a second card in the new message
     await renderer.event(ticket, event("session.status_running", id="r2"), replay=False)
     await renderer.event(ticket, event("agent.mcp_tool_result", id="res", mcp_tool_use_id="sevt_ask",
                                        content=[{"type": "text", "text": "restarted"}]), replay=False)
     await renderer.event(ticket, message("m2", "Done: the gateway is back."), replay=False)
     await renderer.turn_ended(ticket, "end_turn")
-    second = bot_messages(slack, ticket)[-1]
-    task = second["stream"]["tasks"]["sevt_ask"]
-    assert task["status"] == "complete" and task["output"] == "restarted"
-    assert "context_actions" in block_types(second)
+    msgs = bot_messages(slack, ticket)
+    first, second = msgs[0], msgs[-1]
+    assert list(task_states(msgs).values()) == ["complete"]  # one card, in the first message
+    assert "restarted" in json.dumps(first["blocks"])
+    assert "actions" not in block_types(first)
+    assert visible_text(second) == "Done: the gateway is back." and "context_actions" in block_types(second)
 
 
 async def test_errors_and_stops_are_shown_in_plain_words(slack: SlackEmulator, make: Any) -> None:

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 Footer = Callable[[Ticket], "str | Awaitable[str | None] | None"]
 Controls = Callable[[Ticket], list[dict[str, Any]]]
 Observer = Callable[[Ticket, list[Any]], None]
+# (ticket, tool use ids) -> a line per decided approval ("Approved by @alice")
+Decisions = Callable[[Ticket, list[str]], Awaitable[list[str]]]
 # (ticket, "rotated" | "expired" | "refused" | "congested" | "adopted", detail)
 StreamObserver = Callable[[Ticket, str, dict[str, Any]], Awaitable[None]]
 
@@ -61,6 +63,7 @@ class Options:
     loading_messages: list[str] | None = None
     start_wait: float | None = 10.0
     key_prefix: str = "render"
+    decisions: Decisions | None = None
     no_stream: dict[str, float] = field(default_factory=dict)
 
 
@@ -198,7 +201,7 @@ class Delivery:
         if done is None:
             return None
         response, batch = _sent(done)
-        msg = SlackMessage(str(response["ts"]), STREAM, time.monotonic())
+        msg = SlackMessage(str(response["ts"]), STREAM, time.monotonic(), streamed=True)
         turn.messages.append(msg)
         turn.status_dirty = False
         self.stats.streams += 1
@@ -389,8 +392,14 @@ class Delivery:
             msg.parts = parts
         text = msg.text
         pieces = split_text(text, turn.layout.cap) if text else [""]
+        final = msg.final_blocks
+        if final == [] and self.o.decisions is not None:  # an earlier turn's end: who decided what
+            try:
+                final = [bk.context_block(line) for line in await self.o.decisions(turn.ticket, msg.task_ids)]
+            except Exception:
+                log.warning("approval decisions unavailable", extra={"ticket": turn.ticket.id}, exc_info=True)
         update = self._content(
-            turn, pieces[0], turn.layout.views(msg.task_ids), msg.final_blocks,
+            turn, pieces[0], turn.layout.views(msg.task_ids), final,
             {"channel": turn.ticket.channel_id, "ts": msg.ts},
         )
         if msg.final_blocks is None:

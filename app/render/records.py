@@ -48,6 +48,8 @@ class MessageRecord(BaseModel):
     closed: bool = False
     full: bool = False
     has_plan: bool = False
+    streamed: bool = False
+    final: bool = False  # it carries a turn's end (its blocks are not kept: a rewrite drops them)
     parts: list[tuple[str | None, int, str]] = Field(default_factory=list)
     task_ids: list[str] = Field(default_factory=list)
 
@@ -55,6 +57,7 @@ class MessageRecord(BaseModel):
         return SlackMessage(
             self.ts, self.mode, time.monotonic(), [Part(*p) for p in self.parts], list(self.task_ids),
             closed=self.closed, full=self.full, has_plan=self.has_plan,
+            final_blocks=[] if self.final else None, streamed=self.streamed,
         )
 
 
@@ -83,6 +86,7 @@ def snapshot(turn: Turn, intent: Intent | None = None) -> TurnRecord:
         messages=[
             MessageRecord(
                 ts=m.ts, mode=m.mode, closed=m.closed, full=m.full, has_plan=m.has_plan,
+                streamed=m.streamed, final=m.final_blocks is not None,
                 parts=[(p.mid, p.offset, p.text) for p in m.parts], task_ids=list(m.task_ids),
             )
             for m in turn.messages

@@ -31,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from app.render.adopt import adopt
 from app.render.calls import _error, _fixed
-from app.render.delivery import TOO_LONG, Controls, Delivery, Footer, Observer, Options, StreamObserver
+from app.render.delivery import TOO_LONG, Controls, Decisions, Delivery, Footer, Observer, Options, StreamObserver
 from app.render.ending import finish
 from app.render.layout import SHOWN, Layout, Task
 from app.render.prefs import TurnPrefs, remember
@@ -81,13 +81,14 @@ class StreamRenderer:
         on_fatal: Callable[[Ticket, str], Awaitable[None]] | None = None,
         on_stream_event: StreamObserver | None = None,
         key_prefix: str = "render",
+        decisions: Decisions | None = None,
     ) -> None:
         self.redis = redis
         self.options = Options(
             flush_interval=flush_interval, rotate_after=rotate_after, task_display_mode=task_display_mode,
             streaming=streaming, feedback=feedback, footer=footer, controls=controls,
             status_text=status_text, loading_messages=loading_messages, start_wait=start_wait,
-            key_prefix=key_prefix,
+            key_prefix=key_prefix, decisions=decisions,
         )
         self.stats = RenderStats()
         buckets = buckets if buckets is not None else (TokenBuckets(redis) if redis else None)
@@ -272,17 +273,23 @@ class StreamRenderer:
         self.stats.diverged += turn.layout.diverged
         if turn.lost:
             self.delivery.records.forget(ticket_id)  # the record is its new holder's now
-        elif turn.stop_reason == "shutdown" or not turn.ending.is_set():
-            pass  # the turn goes on elsewhere: whoever goes on adopts its messages from the record
+        elif turn.stop_reason in ("shutdown", "requires_action") or not turn.ending.is_set():
+            # The turn goes on elsewhere, or after the approval: whoever goes on adopts its
+            # messages from the record (a task waiting for approval is finished where it is shown).
+            if turn.stop_reason == "requires_action":
+                self._remember_shown(ticket_id, turn)
         else:
             await self.delivery.records.clear(ticket_id)
-            shown = self._shown.pop(ticket_id, set()) | turn.events
-            while len(shown) > SHOWN_PER_TICKET:
-                shown.pop()
-            remember(self._shown, ticket_id, shown, limit=SHOWN_TICKETS)
+            self._remember_shown(ticket_id, turn)
         turn.done.set()
         if self._turns.get(ticket_id) is turn:
             del self._turns[ticket_id]
+
+    def _remember_shown(self, ticket_id: str, turn: Turn) -> None:
+        shown = self._shown.pop(ticket_id, set()) | turn.events
+        while len(shown) > SHOWN_PER_TICKET:
+            shown.pop()
+        remember(self._shown, ticket_id, shown, limit=SHOWN_TICKETS)
 
     def _timeout(self, turn: Turn) -> float | None:
         now = time.monotonic()

@@ -46,6 +46,7 @@ class SlackMessage:
     full: bool = False
     has_plan: bool = False
     final_blocks: list[dict[str, Any]] | None = None
+    streamed: bool = False  # started as a stream (its content is chunks, not blocks)
 
     @property
     def text(self) -> str:

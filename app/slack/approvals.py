@@ -283,6 +283,20 @@ def _approval_id(block: dict[str, Any]) -> str | None:
     return None
 
 
+async def decided_lines(redis: Any, ticket_id: str, tool_use_ids: list[str]) -> list[str]:
+    """Who decided each of these calls, one line each, for a message rewritten after the turn
+    that asked (the renderer's records do not keep a message's own blocks)."""
+    if not tool_use_ids:
+        return []
+    raws = await redis.hmget(decisions_key(ticket_id), tool_use_ids)
+    lines = []
+    for raw in raws:
+        if raw:
+            record = json.loads(raw)
+            lines.append(_decided_line(str(record["user"]), record["result"] == "allow", record.get("reason")))
+    return lines
+
+
 def _past(result: str) -> str:
     return "approved" if result == "allow" else "denied"
 
