@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from app.bench import bench_subparsers
 from app.bench.common import CHANNEL, emit, summary_ms, world
 from app.jobs.queue import STREAM
+from app.redis_conn import connect
 from app.sandbox.app_runner import ROOT, AppProcess, free_port, wait_healthy
 from app.sandbox.slack_events import EventSender
 from app.sandbox.stack import SIGNING_SECRET
@@ -160,7 +161,7 @@ def serve_bare(port: str, redis_url: str, signing_secret: str) -> None:
     from slack_sdk.signature import SignatureVerifier
 
     verifier = SignatureVerifier(signing_secret)
-    redis = aioredis.Redis.from_url(redis_url, max_connections=200)
+    redis = connect(redis_url)  # the app's own pool: waits for a free connection, never fails at once
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
-from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from app.runtime import Services, SlackClient
@@ -30,14 +29,14 @@ def build_bolt_app(services: Services, extra_listeners: list[Registrar] | None =
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     )
     bolt = AsyncApp(
-        # Bolt's own client carries no token: `authorize` below gives each request the bot's
-        # token, from one auth.test per process (Bolt's single-team path makes one per
-        # concurrent first request). It shares the runtime's connection pool.
-        client=services.slack.clone(token=None),
-        authorize=SingleTeamAuthorize(services.slack).as_function(),
-        # Each request's client is ours (redacting, on the shared pool, safe to deep-copy for
-        # lazy listeners), in place of the plain one Bolt makes per request.
-        before_authorize=_client_per_request(services.slack),
+        # Bolt's own client carries neither the token nor the runtime's pool. Bolt makes a
+        # plain client per request from it and deep-copies that for lazy listeners (an aiohttp
+        # session cannot be copied); our listeners post through `services.slack` (redacting,
+        # on the shared pool), never through Bolt's per-request client. `authorize` gives each
+        # request the bot's token from one auth.test per process (Bolt's single-team path makes
+        # one per concurrent first request).
+        client=services.slack.clone(token=None, pool=None),
+        authorize=SingleTeamAuthorize(services.slack),
         signing_secret=signing_secret,
         # Intake must reach Redis before Slack hears "ok": ack after the listener returns.
         process_before_response=True,
@@ -91,12 +90,13 @@ def build_bolt_app(services: Services, extra_listeners: list[Registrar] | None =
     return bolt
 
 
-class SingleTeamAuthorize:
+class SingleTeamAuthorize(AsyncAuthorize):
     """Bolt `authorize` for our one workspace: auth.test once per process, shared by every
     request; concurrent first requests wait for the same call. A failed call is not kept, so
     the next request tries again."""
 
     def __init__(self, client: SlackClient) -> None:
+        super().__init__()
         self.client = client
         self.calls = 0
         self._result: AsyncSlackResponse | None = None
@@ -113,39 +113,15 @@ class SingleTeamAuthorize:
                 self._result = await self.client.auth_test()
             return self._result
 
-    async def authorize(self) -> AuthorizeResult:
+    async def __call__(  # type: ignore[override]
+        self, *, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None,
+        user_id: str | None, **_actor: str | None,
+    ) -> AuthorizeResult:
         # The request's own user stays the context's user_id (a bot token names no user).
         result = await self.auth_test()
         return AuthorizeResult.from_auth_test_response(
             auth_test_response=result, bot_token=self.client.token, bot_scopes=result.headers.get("x-oauth-scopes")
         )
-
-    def as_function(self) -> Callable[[], Awaitable[AuthorizeResult]]:
-        """For `AsyncApp(authorize=...)`, which passes arguments by the function's own names."""
-
-        async def authorize() -> AuthorizeResult:
-            return await self.authorize()
-
-        return authorize
-
-
-def _client_per_request(
-    client: SlackClient,
-) -> Callable[[AsyncBoltRequest, BoltResponse, Callable[[], Awaitable[BoltResponse]]], Awaitable[BoltResponse]]:
-    async def use_our_client(
-        req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
-    ) -> BoltResponse:
-        plain = req.context.get("client")
-        ours = client.clone(token=None, team_id=req.context.team_id)
-        req.context["client"] = ours
-        # Bolt's helpers made while building this middleware's arguments (say, complete, fail)
-        # hold the plain client: move them to ours too.
-        for value in req.context.values():
-            if plain is not None and getattr(value, "client", None) is plain:
-                value.client = ours
-        return await next()
-
-    return use_our_client
 
 
 # Every subscribed event needs a listener, or Bolt answers 404 and Slack keeps retrying.
