@@ -51,6 +51,8 @@ __all__ = ["TicketControls", "control_blocks", "interrupted_at", "register"]
 
 log = logging.getLogger(__name__)
 
+RUNNING_LAG_SECONDS = 2.0
+
 STOP_REACTIONS = frozenset({"x"})
 INTERRUPT_TTL_SECONDS = 7 * 24 * 3600
 CONTROL_LOCK_SECONDS = 30
@@ -185,6 +187,11 @@ class TicketControls:
         assert ticket.session_id
         sessions = self.client.beta.sessions
         deadline = time.monotonic() + self.resolve_wait_seconds
+        # Right after an idle event `retrieve` may still say running (Anthropic's client patterns:
+        # poll it briefly): only a session running that long is interrupted, and `archive`
+        # answering 400 meanwhile is asked again until the deadline.
+        patience = min(RUNNING_LAG_SECONDS, self.resolve_wait_seconds / 3)
+        running_since: float | None = None
         interrupted = False
         session: Any = None
         try:
@@ -192,17 +199,24 @@ class TicketControls:
                 session = await sessions.retrieve(ticket.session_id)
                 if session.archived_at is not None:
                     return session, ""
+                now = time.monotonic()
                 if session.status not in ("running", "rescheduling"):
-                    break
-                if not interrupted:
-                    await self._interrupt(ticket)
-                    interrupted = True
-                if time.monotonic() >= deadline:
-                    log.warning("session still running at resolve", extra={"ticket": ticket.id})
-                    return session, "_The agent was still running, so its session was left open._"
+                    running_since = None
+                    try:
+                        session = await sessions.archive(ticket.session_id)
+                        return session, ""
+                    except anthropic.BadRequestError:
+                        if now >= deadline:
+                            raise
+                else:
+                    running_since = running_since if running_since is not None else now
+                    if not interrupted and now - running_since >= patience:
+                        await self._interrupt(ticket)
+                        interrupted = True
+                    if now >= deadline:
+                        log.warning("session still running at resolve", extra={"ticket": ticket.id})
+                        return session, "_The agent was still running, so its session was left open._"
                 await asyncio.sleep(self.poll_seconds)
-            session = await sessions.archive(ticket.session_id)
-            return session, ""
         except anthropic.NotFoundError:
             return session, ""
         except anthropic.APIError as exc:
