@@ -55,12 +55,14 @@ class Injector:
                 ticket, ROTATION_WINDOW
             )
         if phase == "slow_list":  # a tool runs: the next message starts while the listing is slow
-            return now == TOOL
+            return now == TOOL and self._streams(ticket) > 0
         return now == phase and self._holder_ok(kind, ticket, now)
 
     def _holder_ok(self, kind: str, ticket: Ticket, now: str | None) -> bool:
         """For a takeover: a live worker to kill (while waiting on an approval no lease is held:
-        the worker that last followed the ticket)."""
+        the worker that last followed the ticket). For a drop: an open event stream to cut."""
+        if kind == "drop":
+            return self._streams(ticket) > 0
         if kind != "takeover":
             return True
         holder = ticket.holder if now != APPROVAL else ticket.last_holder
@@ -68,7 +70,15 @@ class Injector:
 
     def _mid_turn(self, kind: str, ticket: Ticket) -> bool:
         now, _ = self.tickets.phase(ticket)
-        return now is not None and (kind != "takeover" or bool(ticket.holder and self.world.alive(ticket.holder)))
+        return now is not None and self._holder_ok(kind, ticket, now)
+
+    def _streams(self, ticket: Ticket) -> int:
+        """How many event streams of the ticket's session are open."""
+        state = self.world.stack.agents.state
+        session = ticket.session_id
+        if session is None:
+            return 0
+        return int(state.call(lambda: len(getattr(state.sessions.get(session), "subscribers", ()) or ())))
 
     async def _find(self, kind: str, phase: str, timeout: float) -> tuple[Ticket, bool] | None:
         deadline = time.monotonic() + timeout
@@ -105,6 +115,7 @@ class Injector:
                 if await getattr(self, f"_{kind}")(ticket, point):
                     self.points.append(point)
                     break
+                await self._pause(0.3)
             await self._pause(self.rng.uniform(*gaps[kind]))
 
     async def _pause(self, seconds: float) -> None:
@@ -134,7 +145,7 @@ class Injector:
     async def _drop(self, ticket: Ticket, point: FaultPoint) -> bool:
         agents = self.world.stack.agents
         session = ticket.session_id
-        if session is None or not agents.state.call(lambda: bool(agents.state.sessions[session].subscribers)):
+        if session is None or not self._streams(ticket):
             return False
         if point.phase.startswith("slow_list"):
             delay = round(self.rng.uniform(1.0, 2.5), 2)
