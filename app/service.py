@@ -62,6 +62,13 @@ def turn_controls(ticket: Ticket) -> list[dict[str, Any]]:
     return control_blocks(ticket)
 
 
+def working_controls(ticket: Ticket) -> list[dict[str, Any]]:
+    """The controls beside a turn in progress: Stop (and Resolve, Trace) while the agent works."""
+    if ticket.state not in STOPPABLE_STATES:
+        return []
+    return control_blocks(ticket.model_copy(update={"state": TicketState.WORKING}))
+
+
 def make_worker(services: Services) -> Worker:
     costs = CostCapture(services.redis, services.anthropic, services.config)
 
@@ -79,6 +86,8 @@ def make_worker(services: Services) -> Worker:
             on_fatal=loss.on_render_failure,
             on_stream_event=stream_event,
             decisions=lambda ticket, ids: decided_lines(s.redis, ticket.id, ids),
+            working_controls=working_controls,
+            working_after=s.settings.stop_button_after_seconds,
         )
 
     budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)

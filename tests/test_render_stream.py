@@ -803,3 +803,37 @@ async def test_channel_type_not_supported_falls_back_to_a_posted_message(slack: 
     assert len(slack.state.calls("chat.startStream")) == 1  # refused once, not retried
     assert len(msgs) == 1 and msgs[0]["text"] == intro + "\n\n" + answer
     assert renderer.stats.fallbacks == 1 and renderer.stats.dropped_chars == 0
+
+
+async def test_a_long_turn_shows_stop_while_it_works_and_removes_it_at_its_end(
+    slack: SlackEmulator, make: Any
+) -> None:
+    def working(t: Ticket) -> list[dict[str, Any]]:
+        return [{"type": "actions", "block_id": f"ticket_controls:{t.id}", "elements": [
+            {"type": "button", "action_id": "ticket_stop", "text": {"type": "plain_text", "text": "Stop"},
+             "value": t.id},
+        ]}]
+
+    renderer = make(working_controls=working, working_after=0.3)
+    ticket = await new_ticket(slack)
+    await renderer.event(ticket, event("session.status_running", id="r"), replay=False)
+    await renderer.event(ticket, message("m1", "Still digging through the logs."), replay=False)
+    for _ in range(100):
+        if any("ticket_stop" in json.dumps(m.get("blocks")) for m in bot_messages(slack, ticket)):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("no Stop while the turn works")
+    await renderer.event(ticket, message("m2", "Found it."), replay=False)
+    await renderer.turn_ended(ticket, "end_turn")
+    msgs = bot_messages(slack, ticket)
+    assert not any("ticket_stop" in json.dumps(m.get("blocks")) for m in msgs)  # no Stop outlives the work
+    assert shown(slack, ticket) == "Still digging through the logs.\n\nFound it."
+
+
+async def test_a_short_turn_never_shows_stop(slack: SlackEmulator, make: Any) -> None:
+    renderer = make(working_controls=lambda t: [{"type": "actions", "elements": []}], working_after=30)
+    ticket = await new_ticket(slack)
+    await renderer.event(ticket, message("m1", "Quick answer."), replay=False)
+    await renderer.turn_ended(ticket, "end_turn")
+    assert len(bot_messages(slack, ticket)) == 1 and not slack.state.calls("chat.delete")

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # move within this plus the reaper's 0.5 s poll (5 s: taken over in under 6 s after a SIGKILL;
     # `support-agent bench takeover` measures it).
     lease_seconds: float = Field(default=5.0, gt=0)
+    # A turn still working after this long gets a message with Stop beside it (removed at its end).
+    stop_button_after_seconds: float = Field(default=15.0, ge=0)
 
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "anthropic_api_key",

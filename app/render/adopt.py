@@ -44,6 +44,7 @@ async def adopt(d: Delivery, turn: Turn, live: set[str]) -> bool:
     for msg in still_open[:-1]:
         msg.closed = True
     turn.messages = messages
+    turn.controls_ts = record.controls_ts  # removed when this turn ends
     # Each adopted open message is rewritten once, so it shows exactly what the record says.
     turn.stale.update(m.ts for m in still_open)
     turn.layout.seed(_texts(messages), [t.task() for t in record.tasks])

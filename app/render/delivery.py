@@ -64,6 +64,10 @@ class Options:
     start_wait: float | None = 10.0
     key_prefix: str = "render"
     decisions: Decisions | None = None
+    # Controls for a turn in progress (Stop), shown once a turn has run `working_after` seconds
+    # and deleted when it ends, so no Stop outlives the work it stops.
+    working_controls: Controls | None = None
+    working_after: float = 15.0
     no_stream: dict[str, float] = field(default_factory=dict)
 
 
@@ -451,6 +455,36 @@ class Delivery:
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.debug("clearing the status failed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
         turn.status_dirty = False
+
+    async def show_working_controls(self, turn: Turn) -> None:
+        if self.o.working_controls is None or turn.controls_ts is not None:
+            return
+        blocks = self.o.working_controls(turn.ticket)
+        if not blocks:
+            return
+        note = {
+            "channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts,
+            "text": "The agent is working on it.", "blocks": [bk.context_block("The agent is working on it."), *blocks],
+        }
+        turn.controls_ts = ""  # asked for: not again, whatever comes of it
+        try:
+            done = await self.call(turn.ticket, "chat.postMessage", _fixed(note), max_wait=0)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("working controls not shown", extra={"ticket": turn.ticket.id, "error": _error(exc)})
+            return
+        if done is not None:
+            turn.controls_ts = str(done[0]["ts"])
+            await self.records.save(turn.ticket.id, snapshot(turn))
+
+    async def hide_working_controls(self, turn: Turn) -> None:
+        ts, turn.controls_ts = turn.controls_ts, None
+        if not ts:
+            return
+        try:
+            await self.call(turn.ticket, "chat.delete", _fixed({"channel": turn.ticket.channel_id, "ts": ts}))
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("working controls not removed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
+        await self.records.save(turn.ticket.id, snapshot(turn))
 
     async def refuse(self, turn: Turn, error: str) -> None:
         turn.streaming = False

@@ -37,6 +37,8 @@ async def finish(d: Delivery, turn: Turn) -> None:
         else:
             await d.post(turn, final)
     turn.outbox.clear()
+    if turn.stop_reason != "shutdown":
+        await d.hide_working_controls(turn)  # the next holder's turn removes it after a hand-off
     await fix_up(d, turn)
     if turn.status_dirty:
         await d.clear_status(turn)

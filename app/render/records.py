@@ -75,6 +75,7 @@ class TurnRecord(BaseModel):
     messages: list[MessageRecord] = Field(default_factory=list)
     tasks: list[TaskRecord] = Field(default_factory=list)
     intent: Intent | None = None
+    controls_ts: str | None = None
 
 
 def snapshot(turn: Turn, intent: Intent | None = None) -> TurnRecord:
@@ -96,6 +97,7 @@ def snapshot(turn: Turn, intent: Intent | None = None) -> TurnRecord:
             for t in tasks
         ],
         intent=intent,
+        controls_ts=turn.controls_ts or None,
     )
 
 

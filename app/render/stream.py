@@ -82,13 +82,16 @@ class StreamRenderer:
         on_stream_event: StreamObserver | None = None,
         key_prefix: str = "render",
         decisions: Decisions | None = None,
+        working_controls: Controls | None = None,
+        working_after: float = 15.0,
     ) -> None:
         self.redis = redis
         self.options = Options(
             flush_interval=flush_interval, rotate_after=rotate_after, task_display_mode=task_display_mode,
             streaming=streaming, feedback=feedback, footer=footer, controls=controls,
             status_text=status_text, loading_messages=loading_messages, start_wait=start_wait,
-            key_prefix=key_prefix, decisions=decisions,
+            key_prefix=key_prefix, decisions=decisions, working_controls=working_controls,
+            working_after=working_after,
         )
         self.stats = RenderStats()
         buckets = buckets if buckets is not None else (TokenBuckets(redis) if redis else None)
@@ -303,6 +306,8 @@ class StreamRenderer:
             deadlines.append(turn.status_set_at + self.status_refresh)
         if not turn.ending.is_set():
             deadlines.append(turn.last_event + self.idle_timeout)
+            if turn.controls_ts is None and self.options.working_controls is not None and turn.messages:
+                deadlines.append(turn.started + self.options.working_after)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     async def _step(self, turn: Turn) -> None:
@@ -343,6 +348,8 @@ class StreamRenderer:
         if turn.outbox:
             await d.deliver(turn)
             turn.last_flush = time.monotonic()
+        if turn.messages and turn.controls_ts is None and time.monotonic() - turn.started >= self.options.working_after:
+            await d.show_working_controls(turn)
         elif turn.current is None:
             now = time.monotonic()
             if turn.status_set_at is not None and now - turn.status_set_at >= self.status_refresh:

@@ -75,6 +75,8 @@ class Turn:
         self.last_event = time.monotonic()
         self.failures = 0
         self.dead = False
+        self.started = time.monotonic()
+        self.controls_ts: str | None = None  # the message with Stop while the turn works
         self.plain = False  # Slack refused our blocks or chunks: text-only messages from now on
         self.lost = False  # our lease lapsed: another worker has the ticket
         self.finished = False
