@@ -58,8 +58,10 @@ def make_scrubber(settings: Settings, config: AppConfig | None = None) -> Scrubb
 
 
 # One connection pool for every Slack call of the process. Slack's Web API is one host; calls
-# beyond this many at once wait for a free connection (aiohttp's own default, stated here).
-SLACK_MAX_CONNECTIONS = 100
+# beyond this many at once wait for a free connection. A worker's renderers flush on a timer, so
+# calls come in bursts: `bench workers` at 300 sessions followed every session with 400 (p50
+# 3.2 s on a loaded machine) but fell behind with aiohttp's default of 100 (p50 13.6 s).
+SLACK_MAX_CONNECTIONS = 400
 # Idle connections stay open this long for the next call (Slack keeps them for about a minute).
 SLACK_KEEPALIVE_SECONDS = 30.0
 
