@@ -53,7 +53,8 @@ COMMANDS: dict[str, dict[str, str]] = {
     "app.trace.cli": {"trace": "print a ticket's timeline (messages, tool calls, approvals, errors, costs)"},
     "app.retention": {"retention": "delete sessions of tickets resolved longer ago than their retention period"},
     "app.sandbox.cli": {"sandbox": "try the bot locally: emulated Slack in a web page, the app, its MCP servers"},
-    "app.doctor": {"doctor": "check settings, config, Redis, Slack, Anthropic and MCP tokens; print what to fix"},
+    "app.doctor": {"doctor": "check settings, config, Redis, Slack (token, scopes, request URLs), Anthropic (key, "
+                             "provisioned agents), MCP servers (reachable, token); print what to fix"},
     "app.fuzz.cli": {"fuzz": "fuzz the web role's edges; prints one JSON line of figures"},
     "app.chaos.cli": {"chaos": "kill, drop and restart mid-turn; check every answer in Slack; one JSON line"},
 }

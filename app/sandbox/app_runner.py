@@ -93,7 +93,12 @@ class InProcessApp:
         self._thread = threading.Thread(target=self._run, name="app", daemon=True)
         self._thread.start()
         if self.web:
-            wait_healthy(self.url)
+            try:
+                wait_healthy(self.url)
+            except RuntimeError:
+                if self.error is not None:  # say why, not only that it never answered
+                    raise RuntimeError(f"app failed to start: {self.error!r}") from self.error
+                raise
         return self
 
     def run_coroutine(self, coro: Any, timeout: float = 10.0) -> Any:

@@ -104,6 +104,15 @@ async def _with_session(url: str, token: str | None, timeout: float, work: Any) 
     return await asyncio.wait_for(run(), timeout)
 
 
+async def count_tools(url: str, token: str | None, timeout: float = 5.0) -> int:
+    """How many tools the MCP server at `url` lists (it answered, and took the token)."""
+
+    async def work(session: Any) -> int:
+        return len((await session.list_tools()).tools)
+
+    return int(await _with_session(url, token, timeout, work))
+
+
 async def list_tools(
     server_name: str, server: McpServer, environ: Mapping[str, str] | None = None
 ) -> list[Any]:
