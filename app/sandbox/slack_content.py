@@ -180,7 +180,9 @@ def check_content(ctx: Ctx, *, need_content: bool = True) -> None:
     if need_content and not (text or md or blocks or ctx.params.get("attachments")):
         raise ApiError("no_text")
     if text is not None and len(str(text)) > TEXT_LIMIT:
-        raise ApiError("msg_too_long")
+        # Not refused: Slack truncates text past 40,000 characters (api.slack.com changelog
+        # 2018-04 "truncating really long messages"; chat.postMessage documents no error for it).
+        ctx.params["text"] = str(text)[:TEXT_LIMIT]
     if md is not None and len(str(md)) > MARKDOWN_LIMIT:
         raise ApiError("msg_too_long")
     if blocks is not None:

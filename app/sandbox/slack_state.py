@@ -293,6 +293,8 @@ class SlackState:
         self.call_log: list[CallRecord] = []
         self.ratelimited_by_method: Counter[str] = Counter()
         self.faults: dict[str, list[Fault]] = {}
+        # (method, error) the emulator answered that the method's published catalog lacks.
+        self.undocumented: list[tuple[str, str]] = []
         self._last_ts = 0.0
 
     def reset(self) -> None:
