@@ -73,6 +73,11 @@ class Worker:
         self._handoff: list[Lease] = []
         if hasattr(self.renderer, "may_write"):
             self.renderer.may_write = self.may_write
+            self.renderer.lease_lost = self.lease_lost  # type: ignore[attr-defined]
+
+    def lease_lost(self, ticket_id: str) -> bool:
+        """Whether another worker surely has the ticket now (not merely a renewal running late)."""
+        return self._deadlines.get(ticket_id) == 0.0
 
     def may_write(self, ticket_id: str) -> bool:
         """Whether Slack output for this ticket may go out: not once our lease may have lapsed."""

@@ -112,6 +112,9 @@ class StreamRenderer:
         # Set by the worker: False once this process's lease on the ticket may have lapsed, so
         # nothing more is written for it (its new holder renders it).
         self.may_write: Callable[[str], bool] | None = None
+        # Set by the worker: True once another worker surely has the ticket (a renewal that is
+        # only late, on a loaded machine, holds the output back instead).
+        self.lease_lost: Callable[[str], bool] | None = None
 
     @property
     def on_visible(self) -> Observer | None:
@@ -313,6 +316,9 @@ class StreamRenderer:
     async def _step(self, turn: Turn) -> None:
         d = self.delivery
         if self.may_write is not None and not self.may_write(turn.ticket.id):
+            if self.lease_lost is not None and not self.lease_lost(turn.ticket.id):
+                await asyncio.sleep(0.2)  # the renewal is late: write once it confirms the lease
+                return
             log.warning("lease lost: leaving the turn to the ticket's new holder", extra={"ticket": turn.ticket.id})
             turn.dead = turn.lost = True
             turn.outbox.clear()
