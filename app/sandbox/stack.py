@@ -101,8 +101,9 @@ class Stack:
         return app
 
     def start_process(self, role: str = "run", log_path: Path | None = None, **env: str) -> AppProcess:
-        proc = AppProcess(self.env(**env), role=role, log_path=log_path).start()
-        self.apps.append(proc)
+        proc = AppProcess(self.env(**env), role=role, log_path=log_path)
+        self.apps.append(proc)  # before it is up: one that never becomes healthy is stopped too
+        proc.start()
         if proc.port:
             self.slack.set_app_url(f"{proc.url}/slack/events")
         return proc
