@@ -500,9 +500,11 @@ def views_update(ctx: Ctx) -> dict[str, Any]:
 
 
 def views_publish(ctx: Ctx) -> dict[str, Any]:
-    user_id = str(ctx.require("user_id", "user_not_found"))
+    # views.publish documents no error for a missing or unknown user (slack_methods.json):
+    # Slack's generic invalid_arguments.
+    user_id = str(ctx.require("user_id"))
     if user_id not in ctx.state.users:
-        raise ApiError("user_not_found")
+        raise ApiError("invalid_arguments")
     view = _check_view(ctx)
     if view.get("type") != "home":
         raise ApiError("invalid_arguments")
