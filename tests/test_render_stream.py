@@ -362,10 +362,11 @@ async def test_fifty_tickets_streaming_at_once_in_one_channel(slack: SlackEmulat
         synthetic_turn(f"t{n}", tool_calls=3, answer_chars=1_500, delta_chars=30, seconds=1.5, seed=n)
         for n in range(50)
     ]
+    # And one 429 for sure, whatever the machine's pace makes of the buckets.
+    slack.state.fail_next("chat.appendStream", "ratelimited", status=429, retry_after=1)
     await asyncio.gather(*(play(renderer, t, turn) for t, turn in zip(tickets, turns, strict=True)))
 
-    assert slack.state.ratelimited_count > 0
-    assert renderer.stats.rate_limited == slack.state.ratelimited_count  # each 429 was seen...
+    assert renderer.stats.rate_limited >= max(1, slack.state.ratelimited_count)  # each 429 was seen...
     assert renderer.stats.dropped_chars == 0
     for ticket, turn in zip(tickets, turns, strict=True):  # ...and recovered from
         intro, answer = turn.messages

@@ -71,6 +71,8 @@ async def test_status_lists_the_open_tickets_of_the_channel(stack: Stack) -> Non
     await stack.slack.send_command("/support", "first problem")
     await stack.slack.send_command("/support", "second problem", user="U0002", user_name="bob")
     await eventually(lambda: len(tickets(app)) == 2 and all(replies(stack, t.thread_ts) for t in tickets(app)))
+    # Both turns over (their followers have moved the tickets on), so nothing moves them again.
+    await eventually(lambda: all(t.state == TicketState.WAITING_REQUESTER for t in tickets(app)))
     first = next(t for t in tickets(app) if t.number == 1)
     app.run_coroutine(app.services.store.transition(first, TicketState.RESOLVED, "test"))
     delivery = await stack.slack.send_command("/support", "status")
