@@ -254,7 +254,7 @@ async def test_sentry_events_from_a_ticket_carry_its_tags_and_steps(stack: Stack
             events.extend(item.payload.json for item in envelope.items if item.payload.json)
 
     stack.agents.set_scenario({"rules": [{"match": None, "steps": [
-        {"message": "working on it"}, {"sleep": 1.0}, {"message": "done"},
+        {"message": "working on it"}, {"sleep": 3.0}, {"message": "done"},
     ]}]})
     assert init_sentry("https://public@sentry.example.invalid/1", Scrubber(), transport=Capture)
     try:

@@ -20,19 +20,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from app.render import blocks as bk
+from app.render import thread_status
 from app.render.calls import Built, SlackCalls, _error, _fixed, _sent
-from app.render.layout import PLACEHOLDER, Batch, Part
+from app.render.layout import PLACEHOLDER, Batch
 from app.render.ratelimit import TokenBuckets
 from app.render.records import ShownRecords, intent_for, snapshot
 from app.render.slack_errors import REFUSED_TEAM, kind
-from app.render.slack_text import split_text
 from app.render.turn import STREAM, UPDATE, RenderStats, SlackMessage, Turn
 from app.tickets.model import Ticket
 
@@ -167,7 +166,7 @@ class Delivery:
             started = await self.start(turn, first_wait)
             if started is None:
                 if turn.status_wanted:
-                    await self.status(turn)
+                    await thread_status.show_status(self, turn)
                 started = await self.start(turn, self.o.start_wait)
             if started is not None:
                 return started
@@ -300,13 +299,13 @@ class Delivery:
             batch = self.take(turn, msg)
             text = msg.text + batch.text
             tasks = turn.layout.views([*msg.task_ids, *batch.task_ids])
-            kwargs = self._content(turn, text, tasks, final, {"channel": turn.ticket.channel_id, "ts": msg.ts})
+            kwargs = self.content(turn, text, tasks, final, {"channel": turn.ticket.channel_id, "ts": msg.ts})
             return kwargs, batch
 
         try:
             done = await self.call(turn.ticket, "chat.update", build, turn=turn, msg=msg)
         except SlackApiError as exc:
-            if not await self._edit_failed(turn, msg, exc):
+            if not await self.edit_failed(turn, msg, exc):
                 raise
             if final is not None and msg.closed:
                 await self.post(turn, final)
@@ -321,7 +320,7 @@ class Delivery:
             msg.closed = True
         await self.commit(turn, msg, _sent(done)[1])
 
-    async def _edit_failed(self, turn: Turn, msg: SlackMessage, exc: SlackApiError) -> bool:
+    async def edit_failed(self, turn: Turn, msg: SlackMessage, exc: SlackApiError) -> bool:
         """Deal with a refused `chat.update`; False if the caller should treat it as a failure."""
         what = kind("chat.update", _error(exc))
         if what == "not_editable":
@@ -339,7 +338,7 @@ class Delivery:
             return True
         return False
 
-    def _content(
+    def content(
         self,
         turn: Turn,
         text: str,
@@ -366,7 +365,7 @@ class Delivery:
             if not text and final is not None:
                 text = "Approval needed." if turn.layout.approvals else "Done."
             base = {"channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts}
-            kwargs = self._content(turn, batch.text, turn.layout.views(batch.task_ids), final, base)
+            kwargs = self.content(turn, batch.text, turn.layout.views(batch.task_ids), final, base)
             if not (batch.text or batch.task_ids):
                 kwargs["markdown_text" if turn.plain else "text"] = text or PLACEHOLDER
             return kwargs, batch
@@ -389,102 +388,6 @@ class Delivery:
         if msg.full:
             msg.closed = True
         return msg
-
-    async def rewrite(self, turn: Turn, msg: SlackMessage, parts: list[Part] | None = None) -> None:
-        """Make a message show its parts (corrected, or as they are) and its tasks' current status."""
-        if parts is not None:
-            msg.parts = parts
-        text = msg.text
-        pieces = split_text(text, turn.layout.cap) if text else [""]
-        final = msg.final_blocks
-        if final == [] and self.o.decisions is not None:  # an earlier turn's end: who decided what
-            try:
-                final = [bk.context_block(line) for line in await self.o.decisions(turn.ticket, msg.task_ids)]
-            except Exception:
-                log.warning("approval decisions unavailable", extra={"ticket": turn.ticket.id}, exc_info=True)
-        update = self._content(
-            turn, pieces[0], turn.layout.views(msg.task_ids), final,
-            {"channel": turn.ticket.channel_id, "ts": msg.ts},
-        )
-        if msg.final_blocks is None:
-            update.pop("metadata", None)
-        try:
-            await self.call(turn.ticket, "chat.update", _fixed(update), turn=turn, msg=msg)
-        except SlackApiError as exc:
-            if not await self._edit_failed(turn, msg, exc):
-                raise
-            if msg.ts in turn.stale and not msg.closed:
-                return  # the next step tries again, the way the error asked for
-        turn.stale.discard(msg.ts)
-        for extra in pieces[1:]:
-            post: dict[str, Any] = {"channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts}
-            if turn.plain:
-                post["markdown_text"] = extra
-            else:
-                post.update(text=extra, blocks=bk.message_blocks(extra, []))
-            await self.call(turn.ticket, "chat.postMessage", _fixed(post))
-        await self.records.save(turn.ticket.id, snapshot(turn))
-
-    async def status(self, turn: Turn) -> None:
-        def build() -> Built:
-            kwargs: dict[str, Any] = {
-                "channel_id": turn.ticket.channel_id,
-                "thread_ts": turn.ticket.thread_ts,
-                "status": self.o.status_text,
-            }
-            if self.o.loading_messages:
-                kwargs["loading_messages"] = self.o.loading_messages
-            return kwargs, None
-
-        turn.status_retry_at = time.monotonic() + max(self.o.flush_interval, 1.0)
-        try:
-            done = await self.call(turn.ticket, "assistant.threads.setStatus", build, max_wait=0)
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.debug("setStatus failed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
-            turn.status_wanted = False
-            return
-        if done is not None:
-            turn.status_wanted = False
-            turn.status_set_at = time.monotonic()
-            turn.status_dirty = True
-
-    async def clear_status(self, turn: Turn) -> None:
-        try:
-            clear = {"channel_id": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts, "status": ""}
-            await self.call(turn.ticket, "assistant.threads.setStatus", _fixed(clear), max_wait=0)
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.debug("clearing the status failed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
-        turn.status_dirty = False
-
-    async def show_working_controls(self, turn: Turn) -> None:
-        if self.o.working_controls is None or turn.controls_ts is not None:
-            return
-        blocks = self.o.working_controls(turn.ticket)
-        if not blocks:
-            return
-        note = {
-            "channel": turn.ticket.channel_id, "thread_ts": turn.ticket.thread_ts,
-            "text": "The agent is working on it.", "blocks": [bk.context_block("The agent is working on it."), *blocks],
-        }
-        turn.controls_ts = ""  # asked for: not again, whatever comes of it
-        try:
-            done = await self.call(turn.ticket, "chat.postMessage", _fixed(note), max_wait=0)
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.info("working controls not shown", extra={"ticket": turn.ticket.id, "error": _error(exc)})
-            return
-        if done is not None:
-            turn.controls_ts = str(done[0]["ts"])
-            await self.records.save(turn.ticket.id, snapshot(turn))
-
-    async def hide_working_controls(self, turn: Turn) -> None:
-        ts, turn.controls_ts = turn.controls_ts, None
-        if not ts:
-            return
-        try:
-            await self.call(turn.ticket, "chat.delete", _fixed({"channel": turn.ticket.channel_id, "ts": ts}))
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.info("working controls not removed", extra={"ticket": turn.ticket.id, "error": _error(exc)})
-        await self.records.save(turn.ticket.id, snapshot(turn))
 
     async def refuse(self, turn: Turn, error: str) -> None:
         turn.streaming = False

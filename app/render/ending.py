@@ -6,8 +6,10 @@ import inspect
 import logging
 from typing import Any
 
+from app.render import thread_status
 from app.render.delivery import Delivery
 from app.render.describe import stop_note
+from app.render.rewrite import rewrite
 from app.render.turn import STREAM, Turn
 from app.tickets.model import Ticket
 
@@ -33,15 +35,15 @@ async def finish(d: Delivery, turn: Turn) -> None:
         last = turn.messages[-1] if turn.messages else None
         if last is not None and last.final_blocks is None and not last.full:
             last.final_blocks = final  # closed by a rotation just now: it ends the turn
-            await d.rewrite(turn, last)
+            await rewrite(d, turn, last)
         else:
             await d.post(turn, final)
     turn.outbox.clear()
     if turn.stop_reason != "shutdown":
-        await d.hide_working_controls(turn)  # the next holder's turn removes it after a hand-off
+        await thread_status.hide_working_controls(d, turn)  # the next holder's turn removes it after a hand-off
     await fix_up(d, turn)
     if turn.status_dirty:
-        await d.clear_status(turn)
+        await thread_status.clear_status(d, turn)
 
 
 async def final_blocks(d: Delivery, turn: Turn) -> list[dict[str, Any]]:
@@ -74,6 +76,6 @@ async def fix_up(d: Delivery, turn: Turn) -> None:
         parts = turn.layout.corrected(msg.parts)
         if parts is not None:
             d.stats.fixups += 1
-            await d.rewrite(turn, msg, parts)
+            await rewrite(d, turn, msg, parts)
         elif msg.ts in turn.stale:
-            await d.rewrite(turn, msg)
+            await rewrite(d, turn, msg)

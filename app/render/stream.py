@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from app.render import thread_status
 from app.render.adopt import adopt
 from app.render.calls import _error, _fixed
 from app.render.delivery import TOO_LONG, Controls, Decisions, Delivery, Footer, Observer, Options, StreamObserver
@@ -36,6 +37,7 @@ from app.render.ending import finish
 from app.render.layout import SHOWN, Layout, Task
 from app.render.prefs import TurnPrefs, remember
 from app.render.ratelimit import TokenBuckets
+from app.render.rewrite import rewrite
 from app.render.slack_errors import FATAL, REFUSED_HERE, REFUSED_TEAM, kind
 from app.render.slack_text import MAX_TEXT, neutralise_mentions, split_text
 from app.render.turn import STREAM, UPDATE, RenderStats, Turn
@@ -336,10 +338,10 @@ class StreamRenderer:
             turn.ending.set()
         for old in turn.messages:  # adopted, or closed with a task that moved on since
             if old.ts in turn.stale and (old.closed or old is not turn.current):
-                await d.rewrite(turn, old)
+                await rewrite(d, turn, old)
         msg = turn.current
         if msg is not None and msg.ts in turn.stale and not (turn.outbox or turn.ending.is_set()):
-            await d.rewrite(turn, msg)
+            await rewrite(d, turn, msg)
         if msg is not None and msg.mode == STREAM and time.monotonic() - msg.started >= self.options.rotate_after:
             age = time.monotonic() - msg.started
             await d.stop(turn, msg, None)
@@ -355,13 +357,13 @@ class StreamRenderer:
             await d.deliver(turn)
             turn.last_flush = time.monotonic()
         if turn.messages and turn.controls_ts is None and time.monotonic() - turn.started >= self.options.working_after:
-            await d.show_working_controls(turn)
+            await thread_status.show_working_controls(d, turn)
         elif turn.current is None:
             now = time.monotonic()
             if turn.status_set_at is not None and now - turn.status_set_at >= self.status_refresh:
                 turn.status_wanted = True
             if turn.status_wanted and now >= turn.status_retry_at:
-                await d.status(turn)
+                await thread_status.show_status(d, turn)
 
     async def _failed(self, turn: Turn, exc: Exception) -> None:
         error = _error(exc)
