@@ -11,7 +11,7 @@ from pathlib import Path
 from app.sandbox.slack_view import visible_text
 from app.sandbox.stack import Stack
 from tests.support import eventually
-from tests.test_e2e_ticket import SUPPORT, bot_replies
+from tests.test_e2e_ticket import SUPPORT, bot_replies, finished_replies
 
 
 def bot_text(stack: Stack, ts: str) -> str:
@@ -51,7 +51,7 @@ async def test_a_lost_send_response_does_not_deliver_the_message_twice(stack: St
     # The emulator processes the POST, then answers 500: the client cannot know it arrived.
     stack.agents.fail_next("POST", r"/v1/sessions/[^/]+/events$", 500, after=True)
     ts = await stack.slack.user_posts(SUPPORT, "deliver me once")
-    await eventually(lambda: bot_replies(stack, ts))
+    await eventually(lambda: finished_replies(stack, ts))
     await asyncio.sleep(0.5)
     assert stack.agents.state.processed_messages(only_session(stack)) == ["deliver me once"]
     assert bot_replies(stack, ts) == ["You asked: deliver me once"]
@@ -67,7 +67,7 @@ async def test_messages_sent_while_the_agent_works_arrive_once_and_in_order(stac
     await eventually(lambda: stack.agents.state.sessions_snapshot())
     for i in range(3):
         await stack.slack.user_posts(SUPPORT, f"more {i}", thread_ts=ts, mention_bot=False)
-    await eventually(lambda: len(bot_replies(stack, ts)) == 4, timeout=20)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 4, timeout=20)
     session = only_session(stack)
     assert stack.agents.state.processed_messages(session) == ["slow question", "more 0", "more 1", "more 2"]
     assert bot_replies(stack, ts) == ["slow answer", "ack more 0", "ack more 1", "ack more 2"]
@@ -124,12 +124,12 @@ async def test_restart_of_web_worker_and_embedded_redis_keeps_the_ticket(stack: 
     env = {"REDIS_URL": ""}  # embedded Redis with its data under `data`
     first = stack.start_process("run", log_path=tmp_path / "run1.log", REDIS_DATA_DIR=str(data), **env)
     ts = await stack.slack.user_posts(SUPPORT, "turn one")
-    await eventually(lambda: len(bot_replies(stack, ts)) == 1, timeout=20)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 1, timeout=20)
     first.stop()
     stack.apps.remove(first)
     stack.start_process("run", log_path=tmp_path / "run2.log", REDIS_DATA_DIR=str(data), **env)
     await stack.slack.user_posts(SUPPORT, "turn two", thread_ts=ts, mention_bot=False)
-    await eventually(lambda: len(bot_replies(stack, ts)) == 2, timeout=20)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 2, timeout=20)
     assert stack.agents.state.processed_messages(only_session(stack)) == ["turn one", "turn two"]
 
 
@@ -225,7 +225,7 @@ async def test_slack_is_acknowledged_fast_whatever_anthropic_does(stack: Stack) 
 async def test_a_follow_up_to_an_archived_session_says_so_and_fails_the_ticket(stack: Stack) -> None:
     app = stack.start_app()
     ts = await stack.slack.user_posts(SUPPORT, "first")
-    await eventually(lambda: len(bot_replies(stack, ts)) == 1)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 1)
     session = only_session(stack)
     await stack.agents.client().beta.sessions.archive(session)  # archived behind the bot's back
     await stack.slack.user_posts(SUPPORT, "second", thread_ts=ts, mention_bot=False)

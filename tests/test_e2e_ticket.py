@@ -27,6 +27,14 @@ def bot_replies(stack: Stack, thread_ts: str) -> list[str]:
     ]
 
 
+def finished_replies(stack: Stack, thread_ts: str) -> list[str]:
+    """The bot's replies once none of them is still streaming ([] until then)."""
+    thread = [m for m in stack.slack.state.thread(SUPPORT, thread_ts) if m.get("bot_id") and m.get("ts") != thread_ts]
+    if any((m.get("stream") or {}).get("state") == "streaming" for m in thread):
+        return []
+    return [m.get("text", "") for m in thread]
+
+
 async def test_mention_opens_a_ticket_and_the_answer_lands_in_the_thread(stack: Stack) -> None:
     stack.agents.set_scenario({"rules": [{"match": "(?i)password", "steps": [
         {"thinking": {}},
@@ -34,7 +42,7 @@ async def test_mention_opens_a_ticket_and_the_answer_lands_in_the_thread(stack: 
     ]}]})
     app = stack.start_app()
     ts = await stack.slack.user_posts(SUPPORT, "how do I reset my password?")
-    replies = await eventually(lambda: bot_replies(stack, ts))
+    replies = await eventually(lambda: finished_replies(stack, ts))
     assert replies == ["Use the reset link on the sign-in page."]
     ticket = app.run_coroutine(app.services.store.by_thread("T0001", SUPPORT, ts))
     assert ticket.number == 1 and ticket.session_id and ticket.environment == "internal"
@@ -44,9 +52,9 @@ async def test_mention_opens_a_ticket_and_the_answer_lands_in_the_thread(stack: 
 async def test_follow_up_in_the_thread_goes_to_the_same_session(stack: Stack) -> None:
     app = stack.start_app()
     ts = await stack.slack.user_posts(SUPPORT, "first question")
-    await eventually(lambda: len(bot_replies(stack, ts)) == 1)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 1)
     await stack.slack.user_posts(SUPPORT, "and a follow-up", thread_ts=ts, mention_bot=False)
-    await eventually(lambda: len(bot_replies(stack, ts)) == 2)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 2)
     assert bot_replies(stack, ts) == ["You asked: first question", "You asked: and a follow-up"]
     sessions = stack.agents.state.sessions_snapshot()
     assert len(sessions) == 1
@@ -58,12 +66,12 @@ async def test_follow_up_in_the_thread_goes_to_the_same_session(stack: Stack) ->
 async def test_restart_keeps_the_thread_to_session_mapping(stack: Stack) -> None:
     first = stack.start_app()
     ts = await stack.slack.user_posts(SUPPORT, "before restart")
-    await eventually(lambda: len(bot_replies(stack, ts)) == 1)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 1)
     first.stop()
     stack.apps.remove(first)
     stack.start_app()
     await stack.slack.user_posts(SUPPORT, "after restart", thread_ts=ts, mention_bot=False)
-    await eventually(lambda: len(bot_replies(stack, ts)) == 2)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 2)
     sessions = stack.agents.state.sessions_snapshot()
     assert len(sessions) == 1
     assert stack.agents.state.processed_messages(sessions[0]["id"]) == ["before restart", "after restart"]

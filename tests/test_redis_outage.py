@@ -20,7 +20,7 @@ from app.sandbox.app_runner import AppProcess, free_port
 from app.sandbox.slack_events import Delivery
 from app.sandbox.stack import Stack
 from tests.support import eventually
-from tests.test_e2e_ticket import SUPPORT, bot_replies
+from tests.test_e2e_ticket import SUPPORT, bot_replies, finished_replies
 
 
 @pytest.fixture
@@ -96,10 +96,10 @@ async def test_redis_restart_between_turns_loses_nothing_and_stops_nobody(
 ) -> None:
     stack, procs = deployment
     ts = await post(stack, "turn one")
-    await eventually(lambda: len(bot_replies(stack, ts)) == 1, timeout=30)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 1, timeout=30)
     await asyncio.to_thread(outage, redis_server, how)
     await post(stack, "turn two", thread_ts=ts)
-    await eventually(lambda: len(bot_replies(stack, ts)) == 2, timeout=40)
+    await eventually(lambda: len(finished_replies(stack, ts)) == 2, timeout=40)
     sessions = sessions_by_thread(stack)[ts]
     assert len(sessions) == 1
     assert stack.agents.state.processed_messages(sessions[0]["id"]) == ["turn one", "turn two"]

@@ -10,6 +10,7 @@ from app.sandbox.stack import Stack
 from app.slack.commands import Parsed, parse
 from app.tickets.model import Ticket, TicketState
 from tests.support import eventually
+from tests.test_e2e_ticket import finished_replies
 
 SUPPORT = "C0001"
 TEAM = "T0001"
@@ -45,7 +46,7 @@ async def test_question_opens_a_ticket_and_the_answer_lands_in_its_thread(stack:
     delivery = await stack.slack.send_command("/support", "how do I reset my password? <!channel>")
     assert delivery.status == 200 and delivery.elapsed < 1.0
     root = (await eventually(lambda: bot_roots(stack)))[0]
-    answer = await eventually(lambda: replies(stack, root["ts"]))
+    answer = await eventually(lambda: finished_replies(stack, root["ts"]))
     assert len(answer) == 1 and answer[0].startswith("You asked: how do I reset my password?")
     ticket = app.run_coroutine(app.services.store.by_thread(TEAM, SUPPORT, root["ts"]))
     assert ticket is not None and ticket.number == 1
