@@ -104,8 +104,14 @@ async def test_redis_restart_between_turns_loses_nothing_and_stops_nobody(
     assert len(sessions) == 1
     assert stack.agents.state.processed_messages(sessions[0]["id"]) == ["turn one", "turn two"]
     assert all_alive(procs), [p.proc.returncode for p in procs if p.proc]
-    logs = "".join((tmp_path / f"worker-{i}.log").read_text() for i in (1, 2))
-    assert "redis reachable again" in logs
+    # Each worker that met the outage said so once, and said when it ended. (A restart short
+    # enough for the client's own reconnect is ridden through without either line.)
+    def ended(i: int) -> bool:
+        log = (tmp_path / f"worker-{i}.log").read_text()
+        return log.count("redis unreachable; waiting for it") == log.count("redis reachable again")
+
+    for i in (1, 2):  # a worker still in its backoff says so at its next probe
+        await eventually(lambda i=i: ended(i), timeout=20)
 
 
 @pytest.mark.parametrize("how", kinds("shutdown"))
