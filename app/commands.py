@@ -28,7 +28,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "app.provision",
     "app.trace.cli",
     "app.retention",
-    "app.sandbox.cli",
+    "app.sandbox.page.cli",
     "app.doctor",
     "app.fuzz.cli",
     "app.chaos.cli",
@@ -52,7 +52,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     },
     "app.trace.cli": {"trace": "print a ticket's timeline (messages, tool calls, approvals, errors, costs)"},
     "app.retention": {"retention": "delete sessions of tickets resolved longer ago than their retention period"},
-    "app.sandbox.cli": {"sandbox": "try the bot locally: emulated Slack in a web page, the app, its MCP servers"},
+    "app.sandbox.page.cli": {"sandbox": "try the bot locally: emulated Slack in a web page, the app, its MCP servers"},
     "app.doctor": {"doctor": "check settings, config, Redis, Slack (token, scopes, request URLs), Anthropic (key, "
                              "provisioned agents), MCP servers (reachable, token); print what to fix"},
     "app.fuzz.cli": {"fuzz": "fuzz the web role's edges; prints one JSON line of figures"},

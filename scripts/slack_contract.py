@@ -1,4 +1,4 @@
-"""Regenerate app/sandbox/contracts/slack_methods.json from Slack's published method reference.
+"""Regenerate app/sandbox/slack/contracts/slack_methods.json from Slack's published method reference.
 
 The reference is kept as JSON by slack-ruby/slack-api-ref (docs.slack.dev/methods/<method>.json).
 Run with the path of a clone (or bare git dir) of that repository:
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "app" / "sandbox" / "contracts" / "slack_methods.json"
+OUT = ROOT / "app" / "sandbox" / "slack" / "contracts" / "slack_methods.json"
 METHODS = [
     "auth.test", "chat.postMessage", "chat.update", "chat.delete", "chat.postEphemeral",
     "chat.getPermalink", "chat.startStream", "chat.appendStream", "chat.stopStream",

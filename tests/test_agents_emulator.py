@@ -23,8 +23,7 @@ from anthropic.types.beta.sessions import (
 )
 from pydantic import BaseModel, TypeAdapter
 
-from app.sandbox.agents_api import AgentsEmulator
-from app.sandbox.scenario import Scenario
+from app.sandbox.agents import AgentsEmulator, Scenario
 from app.sandbox.server import ServerThread
 
 KEY = "test-key"

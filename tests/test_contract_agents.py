@@ -16,8 +16,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from app.sandbox.agents_api import AgentsEmulator
-from app.sandbox.agents_events import PREVIEW_TYPES, sample_event, sdk_event_types, validate_with_union
+from app.sandbox.agents import AgentsEmulator
+from app.sandbox.agents.events import PREVIEW_TYPES, sample_event, sdk_event_types, validate_with_union
 from app.sessions.event_table import HANDLED, IGNORED
 from tests.test_agents_emulator import KEY, collect, no_extras, setup_session, text
 

@@ -15,9 +15,9 @@ import yaml
 
 from app.cost.budget import RAISE_BUDGET_ACTION
 from app.render.blocks import APPROVE_ACTION_ID, FEEDBACK_ACTION_ID
-from app.sandbox.agents_events import PREVIEW_TYPES, sdk_event_types
+from app.sandbox.agents.events import PREVIEW_TYPES, sdk_event_types
 from app.sandbox.app_runner import ROOT, InProcessApp
-from app.sandbox.slack_view import visible_text
+from app.sandbox.slack import visible_text
 from app.sandbox.stack import Stack
 from app.sessions.event_table import HANDLED, IGNORED
 from app.sessions.follower import HELD_NOTICE

@@ -17,9 +17,9 @@ import pytest
 
 from app.config.settings import Settings
 from app.sandbox.app_runner import ROOT
-from app.sandbox.local_sandbox import LocalSandbox
+from app.sandbox.page.local import LocalSandbox
+from app.sandbox.page.web import WebUi
 from app.sandbox.stack import Stack
-from app.sandbox.web_ui import WebUi
 
 SUPPORT = "C0001"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from app.sandbox.slack_view import visible_text
+from app.sandbox.slack import visible_text
 from app.sandbox.stack import Stack
 from tests.support import eventually
 from tests.test_e2e_ticket import SUPPORT, bot_replies, finished_replies

@@ -11,7 +11,7 @@ import redis as sync_redis
 from app.config.settings import Settings
 from app.config.yaml_lines import ConfigError
 from app.sandbox.app_runner import ROOT, free_port
-from app.sandbox.local_sandbox import LocalSandbox, SandboxBusy
+from app.sandbox.page.local import LocalSandbox, SandboxBusy
 
 
 def no_env_settings(**values: object) -> Settings:

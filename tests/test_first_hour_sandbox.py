@@ -19,7 +19,7 @@ import pytest
 from app.cli import main
 from app.config.settings import Settings
 from app.sandbox.app_runner import ROOT
-from app.sandbox.local_sandbox import LocalSandbox
+from app.sandbox.page.local import LocalSandbox
 
 SUPPORT, ALICE, BOB = "C0001", "U0001", "U0002"
 

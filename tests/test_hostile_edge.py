@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from app.config.model import AppConfig
 from app.config.settings import Settings, SettingsError, load_settings
 from app.runtime import Services, build_services
-from app.sandbox.slack_events import sign
+from app.sandbox.slack import sign
 from app.slack.bolt_app import build_bolt_app
 from app.web import build_web_app
 

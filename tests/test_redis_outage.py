@@ -17,7 +17,7 @@ import pytest
 
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import AppProcess, free_port
-from app.sandbox.slack_events import Delivery
+from app.sandbox.slack.events import Delivery
 from app.sandbox.stack import Stack
 from tests.support import eventually
 from tests.test_e2e_ticket import SUPPORT, bot_replies, finished_replies

@@ -22,8 +22,7 @@ from app.render.blocks import parse_approval_value, parse_feedback_value
 from app.render.ratelimit import TokenBuckets
 from app.render.slack_text import neutralise_mentions
 from app.render.stream import StreamRenderer
-from app.sandbox.slack_api import RateLimitConfig, SlackEmulator
-from app.sandbox.slack_view import visible_tasks, visible_text
+from app.sandbox.slack import RateLimitConfig, SlackEmulator, visible_tasks, visible_text
 from app.tickets.model import Ticket
 from app.trace import record
 

@@ -22,7 +22,7 @@ from app.config.model import load_config
 from app.cost.ledger import CostLedger
 from app.redis_conn import EmbeddedRedis, connect
 from app.retention import is_expired
-from app.sandbox.agents_api import AgentsEmulator
+from app.sandbox.agents import AgentsEmulator
 from app.sandbox.app_runner import ROOT
 from app.tickets.model import Ticket, TicketState
 from app.tickets.store import TicketStore

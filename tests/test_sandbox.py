@@ -26,9 +26,9 @@ from pydantic import SecretStr
 
 from app.config.model import parse_config
 from app.config.settings import Settings
-from app.sandbox.agents_api import AgentsEmulator
+from app.sandbox.agents import AgentsEmulator
 from app.sandbox.app_runner import ROOT, free_port
-from app.sandbox.local_sandbox import LocalSandbox, sandbox_config
+from app.sandbox.page.local import LocalSandbox, sandbox_config
 
 SUPPORT = "C0001"
 ALICE = "U0001"
@@ -290,7 +290,7 @@ def test_real_agent_mode_emulates_only_slack_and_keeps_mcp_off_the_cloud_agent(
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
-    monkeypatch.setattr("app.sandbox.local_sandbox.bridge_available", lambda: bridge)
+    monkeypatch.setattr("app.sandbox.page.local.bridge_available", lambda: bridge)
     with AgentsEmulator(api_key="sk-ant-real-looking") as cloud:
         cloud.set_scenario({"rules": [{"match": None, "steps": [{"message": "Hello from the cloud"}]}]})
         settings = Settings(_env_file=None, anthropic_api_key=SecretStr("sk-ant-real-looking"),  # type: ignore[call-arg]

@@ -19,7 +19,7 @@ import pytest
 
 from app.config.settings import Settings
 from app.sandbox.app_runner import ROOT
-from app.sandbox.local_sandbox import LocalSandbox
+from app.sandbox.page.local import LocalSandbox
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-artifacts" / "sandbox.png"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from slack_sdk.errors import SlackApiError
 
-from app.sandbox.slack_api import SlackEmulator
-from app.sandbox.slack_content import ApiError
-from app.sandbox.slack_contract import check_call, contract, documented_errors, methods
-from app.sandbox.slack_methods import METHODS
+from app.sandbox.slack import SlackEmulator
+from app.sandbox.slack.content import ApiError
+from app.sandbox.slack.contract import check_call, contract, documented_errors, methods
+from app.sandbox.slack.methods import METHODS
 
 
 def test_every_emulated_method_has_a_sourced_contract() -> None:

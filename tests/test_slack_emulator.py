@@ -22,8 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.sandbox.server import ServerThread
-from app.sandbox.slack_api import MethodLimit, RateLimitConfig, SlackEmulator
-from app.sandbox.slack_events import EventSender, sign
+from app.sandbox.slack import EventSender, MethodLimit, RateLimitConfig, SlackEmulator, sign
 
 SECRET = "test-signing-secret"
 CH = "C0001"

@@ -1,7 +1,7 @@
 """Every documented error of every Slack method the renderer calls, injected into a turn.
 
 The errors are the method catalogs of Slack's published reference
-(app/sandbox/contracts/slack_methods.json); the emulator returns exactly that error for the
+(app/sandbox/slack/contracts/slack_methods.json); the emulator returns exactly that error for the
 next call. Whatever the error, the turn ends in one of three accounted-for ways, never with
 output silently gone:
 
@@ -26,9 +26,7 @@ from app.bench.synthetic import delta, event, message, start
 from app.render.ratelimit import TokenBuckets
 from app.render.slack_errors import kind
 from app.render.stream import StreamRenderer
-from app.sandbox.slack_api import RateLimitConfig, SlackEmulator
-from app.sandbox.slack_contract import documented_errors
-from app.sandbox.slack_view import visible_text
+from app.sandbox.slack import RateLimitConfig, SlackEmulator, documented_errors, visible_text
 from app.tickets.model import Ticket
 
 BOT = "UBOT"

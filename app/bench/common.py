@@ -17,7 +17,7 @@ from typing import Any
 from app.config.settings import Settings
 from app.jobs.queue import JobQueue
 from app.redis_conn import EmbeddedRedis, connect
-from app.sandbox.slack_ratelimit import RateLimitConfig
+from app.sandbox.slack import RateLimitConfig
 from app.sandbox.stack import Stack
 from app.slack.intake import Intake
 from app.tickets.store import TicketStore

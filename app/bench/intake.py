@@ -32,7 +32,7 @@ from app.bench.common import CHANNEL, emit, summary_ms, world
 from app.jobs.queue import STREAM
 from app.redis_conn import connect
 from app.sandbox.app_runner import ROOT, AppProcess, free_port, wait_healthy
-from app.sandbox.slack_events import EventSender
+from app.sandbox.slack import EventSender
 from app.sandbox.stack import SIGNING_SECRET
 
 BARE_STREAM = "bench:bare"

@@ -42,7 +42,7 @@ from app.redis_conn import EmbeddedRedis, connect
 from app.render.ratelimit import DEFAULT_LIMITS, TokenBuckets
 from app.render.slack_text import neutralise_mentions
 from app.render.stream import StreamRenderer
-from app.sandbox.slack_api import RateLimitConfig, SlackEmulator
+from app.sandbox.slack import RateLimitConfig, SlackEmulator
 from app.tickets.model import Ticket
 
 CHANNEL = "C0001"

@@ -1,4 +1,4 @@
-"""Seeded agent turns for the harness, in the emulator's scenario language (`app.sandbox.scenario`).
+"""Seeded agent turns for the harness, in the emulator's scenario language (`app.sandbox.agents.scenario`).
 
 Each ticket's question carries a tag (`chaos-7`) that selects its rule. A turn holds messages long
 enough to stream many deltas, tool calls that take a while between use and result (built-in and

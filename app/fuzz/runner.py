@@ -104,7 +104,7 @@ def _rss_mb() -> float:
 
 
 def _slack_sign(secret: str, body: bytes, ts: str) -> str:
-    from app.sandbox.slack_events import sign
+    from app.sandbox.slack import sign
 
     return sign(secret, body, ts)
 

@@ -1,7 +1,7 @@
 """What a documented Slack error from a renderer call means, and so what the renderer does.
 
 The error names are the catalogs of Slack's method reference for the methods the renderer calls
-(app/sandbox/contracts/slack_methods.json, from slack-ruby/slack-api-ref: chat.startStream,
+(app/sandbox/slack/contracts/slack_methods.json, from slack-ruby/slack-api-ref: chat.startStream,
 chat.appendStream, chat.stopStream, chat.update, chat.postMessage, assistant.threads.setStatus,
 conversations.replies). Every one of them falls in one class here, and a test injects each:
 

@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from app.config.model import AppConfig, load_config
 from app.config.settings import Settings
-from app.sandbox.agents_api import AgentsEmulator
+from app.sandbox.agents import AgentsEmulator
 from app.sandbox.app_runner import ROOT, AppProcess, InProcessApp
-from app.sandbox.slack_api import SlackEmulator
+from app.sandbox.slack import SlackEmulator
 
 BOT_TOKEN = "xoxb-emulated-bot-token"
 SIGNING_SECRET = "emulated-signing-secret"

@@ -3,7 +3,7 @@
 `tests/test_event_union.py` compares this table with `typing.get_args` of
 `BetaManagedAgentsStreamSessionEvents`, so an SDK upgrade that adds a type fails until someone
 decides here whether the app handles it or ignores it, and why (issue 15). The Managed Agents
-emulator can produce every one of them (`app.sandbox.agents_events`, scenario `event` steps);
+emulator can produce every one of them (`app.sandbox.agents.events`, scenario `event` steps);
 `tests/test_contract_agents.py` checks that, and `tests/test_contract_app.py` runs every ignored
 type through the app in the middle of a turn. The follower hands every event but the `user.*`
 echoes to the renderer, which shows what it knows and passes over the rest; a type the SDK

@@ -221,7 +221,7 @@ class EventStep(_Step):
 
     @model_validator(mode="after")
     def _known(self) -> EventStep:
-        from .agents_events import PREVIEW_TYPES, sdk_event_types
+        from app.sandbox.agents.events import PREVIEW_TYPES, sdk_event_types
 
         if self.event not in sdk_event_types():
             raise ValueError(f"{self.event!r} is not an event type of the installed anthropic SDK")
@@ -544,7 +544,7 @@ class TurnEngine:
             rt.terminate()
             raise TurnEnded
         elif isinstance(step, EventStep):
-            from .agents_events import sample_event
+            from app.sandbox.agents.events import sample_event
 
             body = sample_event(step.event, **step.fields)
             given_id = step.fields.get("id")
@@ -568,7 +568,7 @@ class TurnEngine:
             for chunk in split_text(text, max(step.deltas, 1))[: step.fail_after]:
                 rt.preview_delta(failed_id, chunk)
             self.close_span(is_error=True)
-            from .agents_events import session_error_types
+            from app.sandbox.agents.events import session_error_types
 
             rt.emit(
                 "session.error",
@@ -615,7 +615,7 @@ class TurnEngine:
         if step.error == "credential_host_unreachable_error":
             error["credential_id"] = "vcrd_emulated"
             error["vault_id"] = "vlt_emulated"
-        from .agents_events import session_error_types
+        from app.sandbox.agents.events import session_error_types
 
         # An error type newer than the installed SDK is sent as is (to test that the app copes).
         rt.emit("session.error", error=error, _unchecked=step.error not in session_error_types())

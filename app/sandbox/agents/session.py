@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from .agents_events import validate_event
-from .agents_resources import ApiError, rfc3339
-from .scenario import (
+from app.sandbox.agents.events import validate_event
+from app.sandbox.agents.resources import ApiError, rfc3339
+from app.sandbox.agents.scenario import (
     Scenario,
     TurnEnded,
     TurnEngine,
@@ -28,7 +28,7 @@ from .scenario import (
 )
 
 if TYPE_CHECKING:
-    from .agents_state import EmulatorState
+    from app.sandbox.agents.state import EmulatorState
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class SessionRuntime:
                 return await caller(url, tool, tool_input, token)
             if scripted is not None:
                 return scripted, scripted_is_error
-            from .agents_mcp import http_mcp_call
+            from app.sandbox.agents.mcp import http_mcp_call
 
             return await http_mcp_call(url, tool, tool_input, token)
         except Exception as exc:  # the agent sees tool failures as error results

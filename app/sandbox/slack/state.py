@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from app.sandbox.slack_ratelimit import RateLimitConfig, RateLimiter
+from app.sandbox.slack.ratelimit import RateLimitConfig, RateLimiter
 
 DEFAULT_STREAM_LIFETIME = 300.0
 
@@ -401,7 +401,7 @@ class SlackState:
         Only errors in the method's published catalog (`slack_contract`) are accepted, so an
         injected failure is always one the real Slack can give."""
         # Imported here: slack_contract -> slack_content -> this module.
-        from app.sandbox.slack_contract import GENERIC_ERRORS, documented_errors
+        from app.sandbox.slack.contract import GENERIC_ERRORS, documented_errors
 
         if error not in documented_errors(method) | GENERIC_ERRORS:
             raise ValueError(f"{error!r} is not a documented error of {method}")

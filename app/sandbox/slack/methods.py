@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.sandbox.slack_content import (
+from app.sandbox.slack.content import (
     MARKDOWN_LIMIT,
     MAX_VIEW_BLOCKS,
     TRIGGER_LIFETIME,
@@ -24,8 +24,8 @@ from app.sandbox.slack_content import (
     check_content,
     text_len,
 )
-from app.sandbox.slack_contract import documented_errors
-from app.sandbox.slack_state import Channel, StreamState
+from app.sandbox.slack.contract import documented_errors
+from app.sandbox.slack.state import Channel, StreamState
 
 # ---- channel and message helpers ------------------------------------------------------
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.sandbox.slack_state import SlackState
+from app.sandbox.slack.state import SlackState
 
 TEXT_LIMIT = 40_000
 MARKDOWN_LIMIT = 12_000

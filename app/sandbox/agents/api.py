@@ -85,11 +85,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .agents_resources import ApiError, redact
-from .agents_session import Prices, StreamAborted
-from .agents_state import EmulatorState, Fault
-from .scenario import Scenario
-from .server import ServerThread
+from app.sandbox.agents.resources import ApiError, redact
+from app.sandbox.agents.scenario import Scenario
+from app.sandbox.agents.session import Prices, StreamAborted
+from app.sandbox.agents.state import EmulatorState, Fault
+from app.sandbox.server import ServerThread
 
 __all__ = ["AgentsEmulator", "EmulatorState", "Prices", "Scenario", "create_app"]
 

@@ -10,7 +10,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .agents_resources import (
+from app.sandbox.agents.resources import (
     ApiError,
     apply_metadata_patch,
     build_agent,

@@ -31,12 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.sandbox.server import ServerThread
-from app.sandbox.slack_content import ApiError, Ctx, decode_json_fields
-from app.sandbox.slack_contract import GENERIC_ERRORS, check_call, documented_errors
-from app.sandbox.slack_events import Delivery, EventSender, new_trigger_id
-from app.sandbox.slack_methods import METHODS
-from app.sandbox.slack_ratelimit import MethodLimit, RateLimitConfig
-from app.sandbox.slack_state import DEFAULT_STREAM_LIFETIME, CallRecord, Channel, SlackState
+from app.sandbox.slack.content import ApiError, Ctx, decode_json_fields
+from app.sandbox.slack.contract import GENERIC_ERRORS, check_call, documented_errors
+from app.sandbox.slack.events import Delivery, EventSender, new_trigger_id
+from app.sandbox.slack.methods import METHODS
+from app.sandbox.slack.ratelimit import MethodLimit, RateLimitConfig
+from app.sandbox.slack.state import DEFAULT_STREAM_LIFETIME, CallRecord, Channel, SlackState
 
 # Malformed-payload errors a method may have no name for in its catalog.
 SHAPE_ERRORS = frozenset({
@@ -329,7 +329,7 @@ class SlackEmulator:
     # ---- HTTP ---------------------------------------------------------------------------
 
     def _build_app(self) -> Starlette:
-        from app.sandbox.slack_control import control_routes
+        from app.sandbox.slack.control import control_routes
 
         routes = [
             Route("/api/{method}", self._api, methods=["GET", "POST"]),

@@ -13,7 +13,7 @@ DEFAULT_PORT = 8765
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from app.config.settings import load_settings
-    from app.sandbox.local_sandbox import LocalSandbox
+    from app.sandbox.page.local import LocalSandbox
 
     settings = load_settings()
     real = not args.demo_agent and settings.anthropic_api_key is not None
@@ -33,7 +33,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     from app.config.yaml_lines import ConfigError
-    from app.sandbox.local_sandbox import SandboxBusy
+    from app.sandbox.page.local import SandboxBusy
 
     try:
         sandbox.start()

@@ -35,8 +35,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 if TYPE_CHECKING:
-    from app.sandbox.local_sandbox import SandboxInfo
-    from app.sandbox.slack_api import SlackEmulator
+    from app.sandbox.page.local import SandboxInfo
+    from app.sandbox.slack.api import SlackEmulator
 
 STATIC = Path(__file__).with_name("static")
 MAX_TEXT = 4000
@@ -155,7 +155,7 @@ class WebUi:
             payload = {"text": body}  # a plain-text body is shown as the message text
         if not isinstance(payload, dict) or not (payload.get("text") or payload.get("blocks")):
             return None
-        from app.sandbox.slack_control import _apply_response
+        from app.sandbox.slack.control import _apply_response
 
         with self.state.lock:
             _apply_response(self.emu, {"channel": channel, "user": user}, payload)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .agents_resources import (
+from app.sandbox.agents.resources import (
     ApiError,
     Clock,
     apply_metadata_patch,
@@ -36,9 +36,9 @@ from .agents_resources import (
     rfc3339,
     session_agent,
 )
-from .agents_session import Prices, SessionRuntime
-from .agents_store import QueryLike, ResourceStore, _flag, _order, _passes, _time_filters
-from .scenario import McpCaller, Scenario
+from app.sandbox.agents.scenario import McpCaller, Scenario
+from app.sandbox.agents.session import Prices, SessionRuntime
+from app.sandbox.agents.store import QueryLike, ResourceStore, _flag, _order, _passes, _time_filters
 
 T = TypeVar("T")
 

@@ -42,7 +42,7 @@ from app.observability.logs import configure_logging
 from app.redis_conn import EmbeddedRedis
 from app.runtime import make_scrubber
 from app.sandbox.app_runner import ROOT, InProcessApp
-from app.sandbox.demo import demo_scenario
+from app.sandbox.page.demo import demo_scenario
 from app.sandbox.server import ServerThread
 from app.sandbox.stack import Stack
 from mcp_servers.auth import mint_token
@@ -169,7 +169,7 @@ class LocalSandbox:
         return self
 
     def _start(self) -> None:
-        from app.sandbox.web_ui import build_web_ui
+        from app.sandbox.page.web import build_web_ui
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Everything that can refuse comes before the wipe below: a second sandbox on the same

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from app.sandbox.slack_api import SlackEmulator
+    from app.sandbox.slack.api import SlackEmulator
 
 RESPONSE_URL_USES = 5
 

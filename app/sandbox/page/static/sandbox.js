@@ -1,4 +1,4 @@
-// The sandbox page: a Slack-like channel over the Slack emulator (see app/sandbox/web_ui.py).
+// The sandbox page: a Slack-like channel over the Slack emulator (see app/sandbox/page/web.py).
 // Polls /api/state, renders messages, live streams (tool timeline + text), Block Kit blocks,
 // the app's Home tab and modals, and sends what a person does (posts, button clicks, select
 // menus, reactions, modal submissions) back.

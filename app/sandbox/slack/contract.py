@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from app.sandbox.slack_content import ApiError
+from app.sandbox.slack.content import ApiError
 
 CONTRACT_FILE = Path(__file__).parent / "contracts" / "slack_methods.json"
 # Errors every method can answer (transport, auth, server trouble), per Slack's Web API
