@@ -85,15 +85,19 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.sandbox.agents.memory import memory_routes
 from app.sandbox.agents.resources import ApiError, redact
 from app.sandbox.agents.scenario import Scenario
 from app.sandbox.agents.session import Prices, StreamAborted
 from app.sandbox.agents.state import EmulatorState, Fault
+from app.sandbox.agents.thread_api import thread_routes
+from app.sandbox.agents.threads import prepare_agent_body
 from app.sandbox.server import ServerThread
 
 __all__ = ["AgentsEmulator", "EmulatorState", "Prices", "Scenario", "create_app"]
 
 BETA = "managed-agents-2026-04-01"
+MEMORY_BETA = "agent-memory-2026-07-22"
 DELTA_TYPES = ("agent.message", "agent.thinking")
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -223,7 +227,9 @@ class EmulatorMiddleware:
         if key != self.state.api_key:  # reference digest section 1 / 17: x-api-key, 401 authentication_error
             return ApiError(401, "invalid x-api-key")
         betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",")]
-        if BETA not in betas:  # reference digest section 1: every call needs anthropic-beta (the SDK adds it)
+        # SDK memory_stores/*: "requests must send agent-memory-2026-07-22 or managed-agents-2026-04-01".
+        memory = scope["path"].startswith("/v1/memory_stores") and MEMORY_BETA in betas
+        if BETA not in betas and not memory:  # reference digest section 1: every call needs anthropic-beta
             return ApiError(400, f"this endpoint requires the anthropic-beta header {BETA!r}")
         return None
 
@@ -275,12 +281,16 @@ def create_app(state: EmulatorState) -> Starlette:
     # -- agents --
     async def agents(request: Request) -> Any:
         if request.method == "POST":
-            return state.create_agent(await json_body(request))
+            body = await json_body(request)
+            prepare_agent_body(state, body)  # `multiagent` resolved (app/sandbox/agents/threads.py)
+            return state.create_agent(body)
         return state.list_agents(request.query_params)
 
     async def agent(request: Request) -> Any:
         if request.method == "POST":
-            return state.update_agent(p(request, "agent_id"), await json_body(request))
+            body = await json_body(request)
+            prepare_agent_body(state, body, p(request, "agent_id"))
+            return state.update_agent(p(request, "agent_id"), body)
         version = request.query_params.get("version")
         if version is not None and not version.isdigit():
             raise ApiError(400, "version must be an integer")
@@ -502,6 +512,8 @@ def create_app(state: EmulatorState) -> Starlette:
         Route("/v1/sessions/{session_id}/archive", api(session_archive), methods=post),
         Route("/v1/sessions/{session_id}/events", api(events), methods=[*get, *post]),
         Route("/v1/sessions/{session_id}/events/stream", api(stream), methods=get),
+        *memory_routes(state, api, json_body),
+        *thread_routes(state, api),
         Route("/_emulator/health", api(control_health), methods=get),
         Route("/_emulator/reset", api(control_reset), methods=post),
         Route("/_emulator/config", api(control_config), methods=post),

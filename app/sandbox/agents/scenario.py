@@ -42,6 +42,8 @@ Step kinds (one key names the kind, the other keys are its options):
     {"event": "session.thread_created", "fields": {...}}   any event type of the SDK's union
     {"evaluate": "satisfied"|"needs_revision"|"max_iterations_reached"|"failed",
      "explanation": null}
+    {"memory": "read"|"write", "path": "/notes.md", "content": null, "store": null,
+     "permission": null}                                  a file tool on a memory mount (memory.py)
 
 Documented sequences (docs: events-and-streaming "Live previews"; anthropics/skills
 skills/claude-api/shared/managed-agents-client-patterns.md sections 2, 3 and 6):
@@ -237,6 +239,20 @@ class EvaluateStep(_Step):
     explanation: str | None = None
 
 
+class MemoryStep(_Step):
+    """The agent reads or writes a memory through its store's mount (`/mnt/memory/<slug>`):
+    `agent.tool_use` `read`/`write` with the SDK's toolset inputs, then `agent.tool_result`; a
+    write is a memory version by the session (`app/sandbox/agents/memory.py`). `store` picks
+    an attached store by name, slug or id; null: the one holding the path (read), the first
+    read_write one (write)."""
+
+    memory: Literal["read", "write"]
+    path: str
+    content: str | None = None
+    store: str | None = None
+    permission: Permission | None = None
+
+
 class ParallelStep(_Step):
     """Several tool calls from one model response: one idle lists every pending id."""
 
@@ -266,6 +282,7 @@ _STEP_KEYS: dict[str, type[_Step]] = {
     "terminate": TerminateStep,
     "event": EventStep,
     "evaluate": EvaluateStep,
+    "memory": MemoryStep,
 }
 
 
@@ -298,7 +315,8 @@ Step = Annotated[
     | Annotated[IdleStep, Tag("idle")]
     | Annotated[TerminateStep, Tag("terminate")]
     | Annotated[EventStep, Tag("event")]
-    | Annotated[EvaluateStep, Tag("evaluate")],
+    | Annotated[EvaluateStep, Tag("evaluate")]
+    | Annotated[MemoryStep, Tag("memory")],
     Discriminator(_step_kind),
 ]
 
@@ -401,6 +419,10 @@ class TurnRuntime(Protocol):
 
     def evaluate(self, result: str, explanation: str | None) -> None: ...
 
+    def memory_tool(
+        self, op: str, store: str | None, path: str, content: str | None
+    ) -> tuple[str, dict[str, Any], Callable[[], tuple[str, bool]]]: ...
+
 
 class TurnEnded(Exception):
     """Raised inside the engine when a step ended the turn (idle, exhausted, terminate)."""
@@ -493,7 +515,9 @@ class TurnEngine:
             if self.interrupted:  # a safe boundary: the step before has finished
                 self.close_span()
                 raise TurnInterrupted
-            if isinstance(step, ThinkingStep | MessageStep | ToolStep | McpToolStep | CustomToolStep | ParallelStep):
+            if isinstance(
+                step, ThinkingStep | MessageStep | ToolStep | McpToolStep | CustomToolStep | ParallelStep | MemoryStep
+            ):
                 if self._span_id is None:
                     await self.runtime.check_budget()
                 self._open_span()
@@ -552,6 +576,8 @@ class TurnEngine:
             body.pop("processed_at", None)
             body.pop("type", None)
             rt.emit(step.event, **({"id": given_id} if given_id else {}), **body)
+        elif isinstance(step, MemoryStep):
+            await self._memory(step)
         elif isinstance(step, EvaluateStep):
             self.close_span()
             rt.evaluate(step.evaluate, step.explanation)
@@ -589,6 +615,27 @@ class TurnEngine:
                 await asyncio.sleep(step.delta_delay)
             rt.preview_delta(event_id, chunk)
         rt.emit("agent.message", id=event_id, content=[{"type": "text", "text": text}])
+
+    async def _memory(self, step: MemoryStep) -> None:
+        rt = self.runtime
+        content = self.render(step.content) if step.content is not None else None
+        name, tool_input, run = rt.memory_tool(step.memory, step.store, self.render(step.path), content)
+        permission = step.permission or (
+            "ask" if rt.permission_for("tool", name, None) == "always_ask" else "allow"
+        )
+        event = rt.emit(
+            "agent.tool_use", name=name, input=tool_input, evaluated_permission=permission,
+            evaluation=self._evaluation(permission),
+        )
+        self.close_span()
+        allowed = permission == "allow"
+        if permission == "ask":
+            answer = (await rt.wait_actions([event["id"]]))[event["id"]]
+            allowed = answer.get("result") == "allow"
+        text, is_error = run() if allowed else ("The tool call was denied.", True)
+        rt.emit("agent.tool_result", tool_use_id=event["id"], content=[{"type": "text", "text": text}],
+                is_error=is_error)
+        self.last_tool_result = text
 
     def _usage(self, delta: UsageDelta) -> None:
         if self._span_id is not None:

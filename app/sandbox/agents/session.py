@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -418,6 +419,13 @@ class SessionRuntime:
         self.outcome_evaluations.append(outcome)
         self.outcome = outcome
         return outcome
+
+    def memory_tool(
+        self, op: str, store: str | None, path: str, content: str | None
+    ) -> tuple[str, dict[str, Any], Callable[[], tuple[str, bool]]]:
+        from app.sandbox.agents.memory import memory_tool
+
+        return memory_tool(self, op, store, path, content)
 
     def flush_queue(self) -> None:
         self.flushed.extend(self.queued)

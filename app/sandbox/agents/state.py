@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from app.sandbox.agents.memory import MemoryEmulation
 from app.sandbox.agents.resources import (
     ApiError,
     Clock,
@@ -98,6 +99,7 @@ class EmulatorState(ResourceStore):
 
     def _reset(self) -> None:
         self._reset_resources()
+        self.memory = MemoryEmulation(self.now)  # memory stores (app/sandbox/agents/memory.py)
         self.sessions: dict[str, SessionRuntime] = {}
         self.deleted_sessions: set[str] = set()
         self.user_events: list[dict[str, Any]] = []
@@ -336,9 +338,11 @@ class EmulatorState(ResourceStore):
             instructions = raw.get("instructions")
             if instructions is not None and (not isinstance(instructions, str) or len(instructions) > 4096):
                 raise ApiError(400, "resources[].instructions: at most 4096 characters")  # SDK: "Max 4096 chars"
+            # Name, description and mount path snapshotted from the store (SDK
+            # BetaManagedAgentsMemoryStoreResource); unknown -> 404, archived -> 400 (memory.py).
             return {
                 "type": kind, "memory_store_id": store_id, "access": access, "instructions": instructions,
-                "description": "", "name": store_id, "mount_path": f"/mnt/memory/{store_id}",
+                **self.memory.attach(store_id),
             }
         # SDK session_create_params.Resource: the three kinds above.
         raise ApiError(400, "resources[].type: github_repository, file or memory_store")
@@ -364,6 +368,9 @@ class EmulatorState(ResourceStore):
             # anthropics/skills managed-agents-core.md: "new sessions cannot reference it".
             raise ApiError(400, "agent is archived")
         snapshot = session_agent(agent)
+        from app.sandbox.agents.threads import session_snapshot
+
+        snapshot = session_snapshot(self, snapshot)  # the roster as full agent definitions
         if overrides:
             snapshot = apply_overrides(snapshot, overrides)
         env = self.environment(env_id)
