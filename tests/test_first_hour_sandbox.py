@@ -116,7 +116,7 @@ def test_the_cli_reads_the_running_sandbox_and_shows_names(
     [modal] = eventually(lambda: [m for m in page(sandbox, "/api/state", channel=SUPPORT, user=ALICE)["modals"]
                                   if "Reading ticket" not in str(m["blocks"])])
     head = modal["blocks"][0]["text"]["text"]
-    assert "· waiting (on requester) ·" in head and re.search(r"cost \$0\.\d\d(?!\d)", head), head
+    assert "· waiting on requester ·" in head and re.search(r"cost \$0\.\d\d(?!\d)", head), head
     assert "ticket opened by @bob" in str(modal) and "resolved by @alice" in str(modal)
 
     # `costs` from this folder, with no settings: the sandbox's ledger, by name.
@@ -131,7 +131,7 @@ def test_the_cli_reads_the_running_sandbox_and_shows_names(
     text, err = capsys.readouterr()
     assert not [line for line in err.splitlines() if line.startswith("{")], err
     header = text.split("\n\n", 1)[0]
-    assert "· waiting (on requester) · environment internal · requester @bob" in header
+    assert "· waiting on requester · environment internal · requester @bob" in header
     assert "Slack: #support thread" in header and re.search(r"Cost: \$0\.\d\d over 2 turns", header)
     assert "2 tool calls ·" in header  # one per session
     for said in ("ticket opened by @bob", "resolved by @alice", "reopened by @bob", "[@bob] @support-agent"):

@@ -167,3 +167,58 @@ def test_deny_a_tool_call_with_a_reason_in_the_modal(sandbox: LocalSandbox, page
     expect(thread.locator(".stream-text[data-state='stopped']").last).to_contain_text(
         "I won't search past tickets", timeout=TIMEOUT_MS)
     expect(thread.locator("button[data-action-id='tool_approve']")).to_have_count(0)
+
+
+@pytest.fixture
+def quick_stop_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSandbox]:
+    """The sandbox with the Stop button shown after 1 s of work instead of 15."""
+    for var in ("MCP_TOKEN_INTERNAL", "MCP_TOKEN_CUSTOMERS"):
+        monkeypatch.setenv(var, "")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, config_path=ROOT / "support-agent.yml", stop_button_after_seconds=1.0)
+    running = LocalSandbox(settings, data_dir=tmp_path / "sandbox", real_agent=False)
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_stop_while_the_answer_streams(quick_stop_sandbox: LocalSandbox) -> None:
+    sandbox = quick_stop_sandbox
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(sandbox.url)
+            page.wait_for_selector("body[data-ready='1']")
+            # The demo's slow answer streams a few words at a time for about half a minute.
+            page.fill("#channel-input", "@support-agent give me the long answer")
+            page.press("#channel-input", "Enter")
+            thread = page.locator("#thread-pane")
+            streaming = thread.locator(".stream-text[data-state='streaming']").first
+            expect(streaming).to_contain_text("deliberately slow", timeout=TIMEOUT_MS)
+            # Stop shows while the agent works, and pressing it stops the answer mid-stream.
+            stop = thread.locator("button[data-action-id='ticket_stop']")
+            expect(stop).to_be_visible(timeout=TIMEOUT_MS)
+            stop.click()
+            expect(thread).to_contain_text("stopped the agent", timeout=TIMEOUT_MS)
+            # The Stop button goes with the turn; the answer stops short of its end.
+            expect(stop).to_have_count(0, timeout=TIMEOUT_MS)
+            answer = thread.locator(".stream-text").first
+            expect(answer).not_to_have_attribute("data-state", "streaming", timeout=TIMEOUT_MS)
+            text = answer.inner_text()
+            assert "deliberately slow" in text
+            assert text.count("same session.") < 3, "the whole answer streamed: Stop did not stop it"
+            # No "nothing to stop" note: the press found the turn it was meant for.
+            expect(thread).not_to_contain_text("Nothing to stop")
+            assert errors == [], errors
+        finally:
+            browser.close()

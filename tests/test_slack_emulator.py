@@ -242,6 +242,7 @@ async def test_stream_with_chunks_and_feedback(emu: SlackEmulator, client: Async
                                            blocks=[feedback])
     assert stopped["message"]["blocks"][0]["type"] == "context_actions"
 
+    assert stopped["message"]["streaming_state"] == "completed"
     stream = emu.state.stream(CH, ts)
     assert stream is not None
     assert stream["state"] == "stopped" and stream["text"] == "The VPN gateway is down. Fixed."
@@ -272,6 +273,11 @@ async def test_stream_expires_after_lifetime(emu: SlackEmulator, client: AsyncWe
     ts = (await client.chat_startStream(channel=CH, thread_ts=root, markdown_text="step 1. ",
                                         **RECIPIENT))["ts"]
     await client.chat_appendStream(channel=CH, ts=ts, markdown_text="step 2. ")
+    # While it streams, the message says so wherever it is read, and cannot be edited.
+    replies = await client.conversations_replies(channel=CH, ts=root)
+    assert replies["messages"][-1]["streaming_state"] == "in_progress"
+    err = await api_error(client.chat_update(channel=CH, ts=ts, text="too early"))
+    assert err.response["error"] == "streaming_state_conflict"
     await asyncio.sleep(0.4)
     assert emu.state.stream(CH, ts)["state"] == "expired"  # type: ignore[index]
     for call in (client.chat_appendStream(channel=CH, ts=ts, markdown_text="step 3"),

@@ -81,7 +81,7 @@ async def test_status_lists_the_open_tickets_of_the_channel(stack: Stack) -> Non
     body = (await eventually(lambda: responses(stack)))[0]
     assert body["response_type"] == "ephemeral"
     assert "1 open ticket in <#C0001>" in body["text"]
-    assert "*#2* second problem · waiting (on requester)" in body["text"] and "<@U0002>" in body["text"]
+    assert "*#2* second problem · waiting on requester" in body["text"] and "<@U0002>" in body["text"]
     assert "#1" not in body["text"]
 
 

@@ -257,7 +257,7 @@ def test_trace_in_three_formats(world: dict[str, Any], capsys: pytest.CaptureFix
     assert code == 0, err
     _no_secrets(text)
     # No Slack here, so no names: ids stay (tests/test_first_hour_sandbox.py reads names).
-    assert text.startswith(f"Ticket #1 ({ticket.id}) · waiting (on requester) · environment internal · "
+    assert text.startswith(f"Ticket #1 ({ticket.id}) · waiting on requester · environment internal · "
                            "requester U0001")
     assert f"https://platform.claude.com/workspaces/support-ws/sessions/{ticket.session_id}" in text
     body = [line for line in text.splitlines() if line[:4].isdigit()]

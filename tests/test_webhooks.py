@@ -148,7 +148,7 @@ async def test_forged_expired_and_replayed_webhooks_are_refused_and_a_valid_one_
     trace = app.run_coroutine(build_trace(app.services.anthropic, app.services.store, fresh, app.services.scrubber))
     kinds = [e.kind for e in trace.entries]
     assert kinds.index("agent_message") < kinds.index("webhook") < kinds.index("worker")
-    assert trace.entries[-1].summary == "working → waiting (on requester): agent answered"
+    assert trace.entries[-1].summary == "working → waiting on requester: agent answered"
 
 
 async def test_webhooks_that_need_no_wake_up(stack: Stack) -> None:

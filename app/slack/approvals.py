@@ -20,7 +20,7 @@ it shows was streamed as chunks, and `chat.stopStream`'s blocks are only "render
 bottom of the finalized message" (Slack's method reference), so the `blocks` of a click
 payload need not hold the answer or the task cards, and a `chat.update` with them could wipe
 both (issue 15 item 5). There the decision is posted as a reply in the thread instead; a
-later press is told who decided. Ticket state stays `waiting (on approval)` until the session
+later press is told who decided. Ticket state stays `waiting on approval` until the session
 runs again; the follower moves it from there.
 """
 
@@ -38,6 +38,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 
+from app.jobs.wake import wake
 from app.render.blocks import APPROVE_ACTION_ID, DENY_ACTION_ID, context_block, parse_approval_value
 from app.render.slack_text import escape, neutralise_mentions
 from app.runtime import Services
@@ -143,7 +144,16 @@ class Approvals:
             "tool confirmation sent",
             extra={"ticket": ticket.id, "session": ticket.session_id, "user": user_id, "result": result},
         )
+        await self._wake(ticket)
         return Outcome(True, _decided_line(user_id, allow, reason))
+
+    async def _wake(self, ticket: Ticket) -> None:
+        """The follower let the ticket go while it waited on this decision: a worker follows it
+        again (after the confirmation is in the session, so it reads it there)."""
+        try:
+            await wake(self.redis, ticket.id, "approval")
+        except Exception:  # the session's idle webhook wakes it too, where one is configured
+            log.warning("ticket not woken after the decision", extra={"ticket": ticket.id}, exc_info=True)
 
     # -- Slack -----------------------------------------------------------------------------
 
@@ -244,7 +254,7 @@ def blocks_hold_whole_message(message: dict[str, Any]) -> bool:
     `chat.stopStream`'s response, as typed by Slack's node SDK `ChatStopStreamResponseMessage`),
     and its streamed text and task cards are chunks, not blocks. A message whose text is
     found in none of its blocks (markup aside) is treated the same way, whatever it carries."""
-    if message.get("streaming_state") is not None or message.get("stream") is not None:
+    if message.get("streaming_state") is not None:
         return False
     text = _plain(str(message.get("text") or ""))
     if text in _FALLBACK_TEXTS:

@@ -22,8 +22,8 @@ class TicketState(StrEnum):
     @property
     def label(self) -> str:
         return {
-            "waiting_requester": "waiting (on requester)",
-            "waiting_approval": "waiting (on approval)",
+            "waiting_requester": "waiting on requester",
+            "waiting_approval": "waiting on approval",
         }.get(self.value, self.value)
 
 

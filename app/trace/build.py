@@ -649,7 +649,7 @@ class _Assembler:
         for t in self.got.transitions:
             frm = t.from_state.value if t.from_state else None
             if frm:
-                # People read the summary: state labels ("waiting (on requester)"), not enum values.
+                # People read the summary: state labels ("waiting on requester"), not enum values.
                 label = t.from_state.label if t.from_state else frm
                 summary = f"{label} → {t.to_state.label}: {self.text(t.cause, 300)}"
                 if t.actor and t.actor not in summary:

@@ -141,6 +141,12 @@ def chat_update(ctx: Ctx) -> dict[str, Any]:
     msg = find_message(ctx, ch, ctx.params.get("ts"))
     if msg.get("user") != ctx.caller:
         raise ApiError("cant_update_message")
+    stream = ctx.state.streams.get((ch.id, msg["ts"]))
+    if stream is not None and stream.status(ctx.state.stream_lifetime) == "streaming":
+        # chat.update's documented `streaming_state_conflict`: "The message is currently
+        # streaming text and cannot be edited" (contracts/slack_methods.json). A stopped or
+        # expired stream may be edited: that is how an expired stream is finished.
+        raise ApiError("streaming_state_conflict")
     check_content(ctx)
     if ctx.params.get("markdown_text") is not None:
         msg["text"] = ctx.params["markdown_text"]
@@ -266,8 +272,11 @@ def chat_start_stream(ctx: Ctx) -> dict[str, Any]:
         raise ApiError("invalid_arguments")
     md, chunks = _stream_payload(ctx, "chat.startStream")
     ts = st.new_ts()
+    # `streaming_state` marks a streamed message wherever Slack returns it: 'in_progress' |
+    # 'completed' | 'errored' (slackapi/node-slack-sdk packages/types/src/events/message.ts,
+    # BotMessageEvent). What an expired stream reports is not documented: it stays in_progress.
     msg = {"type": "message", "ts": ts, "text": "", "thread_ts": thread_ts,
-           **st.bot_message_fields()}
+           "streaming_state": "in_progress", **st.bot_message_fields()}
     st.store_message(ch.id, msg)
     stream = StreamState(
         ch.id, ts, thread_ts, time.monotonic(), recipient_user, recipient_team, mode)
@@ -295,6 +304,7 @@ def chat_stop_stream(ctx: Ctx) -> dict[str, Any]:
     stream.metadata = ctx.params.get("metadata")
     stream.stopped = True
     msg = ctx.state.messages[ch.id][stream.ts]
+    msg["streaming_state"] = "completed"
     if blocks:
         msg["blocks"] = copy.deepcopy(blocks)
     if stream.metadata is not None:
