@@ -204,6 +204,9 @@ def agent_differences(current: Any, spec: dict[str, Any]) -> list[str]:
     metadata = agent.get("metadata") or {}
     if any(metadata.get(k) != v for k, v in spec["metadata"].items()):
         diffs.append("metadata")
+    from app.provision_specialists import multiagent_differences
+
+    diffs += multiagent_differences(agent, spec)  # the specialists roster (issue 19)
     return diffs
 
 
@@ -422,6 +425,9 @@ class Provisioner:
         spec = agent_spec(self.config, env_name, strict=self.strict)
         name = spec["name"]
         current = await self._find_agent(name)
+        from app.provision_specialists import coordinate
+
+        await coordinate(self, env_name, spec, current)  # specialists first: the roster needs their ids
         servers = ", ".join(s["name"] for s in spec["mcp_servers"]) or "no MCP servers"
         bridged_ok = True
         if bridge.bridged_servers(self.config, env_name):

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.config.outcomes import Outcomes, check_rubric_files
+from app.config.specialists import Specialists
 from app.config.yaml_lines import ConfigError, line_for, load_yaml_with_lines, read_text
 
 PermissionPolicy = Literal["always_allow", "always_ask", "auto"]
@@ -148,6 +150,10 @@ class Environment(Strict):
     retention_days: int | None = Field(default=None, gt=0)
     triage_channel: str | None = None
     triage_usergroup: str | None = None
+    # Subagents the environment's agent coordinates (issue 19); after mcp_servers, which it checks.
+    specialists: Specialists = Field(default_factory=dict)
+    # Rubrics the grader checks answers against, per ticket category (issue 18).
+    outcomes: Outcomes | None = None
 
     @property
     def external(self) -> bool:
@@ -218,7 +224,7 @@ def parse_config(text: str, source: str = "support-agent.yml") -> AppConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the config must be a mapping with `agent` and `environments`")
     try:
-        return AppConfig.model_validate(data)
+        config = AppConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -228,6 +234,11 @@ def parse_config(text: str, source: str = "support-agent.yml") -> AppConfig:
             field = ".".join(str(p) for p in loc) or "(top level)"
             problems.append(f"{where}: {field}: {err['msg']}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
+    # Rubric files are read now, so a missing one is named with its file and line (issue 18).
+    problems = check_rubric_files(config.environments, Path(source).parent, lines, source)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return config
 
 
 def load_config(path: Path) -> AppConfig:
