@@ -90,6 +90,8 @@ from app.sandbox.agents.resources import ApiError, redact
 from app.sandbox.agents.scenario import Scenario
 from app.sandbox.agents.session import Prices, StreamAborted
 from app.sandbox.agents.state import EmulatorState, Fault
+from app.sandbox.agents.thread_api import thread_routes
+from app.sandbox.agents.threads import prepare_agent_body
 from app.sandbox.server import ServerThread
 
 __all__ = ["AgentsEmulator", "EmulatorState", "Prices", "Scenario", "create_app"]
@@ -279,12 +281,16 @@ def create_app(state: EmulatorState) -> Starlette:
     # -- agents --
     async def agents(request: Request) -> Any:
         if request.method == "POST":
-            return state.create_agent(await json_body(request))
+            body = await json_body(request)
+            prepare_agent_body(state, body)  # `multiagent` resolved (app/sandbox/agents/threads.py)
+            return state.create_agent(body)
         return state.list_agents(request.query_params)
 
     async def agent(request: Request) -> Any:
         if request.method == "POST":
-            return state.update_agent(p(request, "agent_id"), await json_body(request))
+            body = await json_body(request)
+            prepare_agent_body(state, body, p(request, "agent_id"))
+            return state.update_agent(p(request, "agent_id"), body)
         version = request.query_params.get("version")
         if version is not None and not version.isdigit():
             raise ApiError(400, "version must be an integer")
@@ -507,6 +513,7 @@ def create_app(state: EmulatorState) -> Starlette:
         Route("/v1/sessions/{session_id}/events", api(events), methods=[*get, *post]),
         Route("/v1/sessions/{session_id}/events/stream", api(stream), methods=get),
         *memory_routes(state, api, json_body),
+        *thread_routes(state, api),
         Route("/_emulator/health", api(control_health), methods=get),
         Route("/_emulator/reset", api(control_reset), methods=post),
         Route("/_emulator/config", api(control_config), methods=post),

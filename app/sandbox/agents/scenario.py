@@ -44,6 +44,8 @@ Step kinds (one key names the kind, the other keys are its options):
      "explanation": null}
     {"memory": "read"|"write", "path": "/notes.md", "content": null, "store": null,
      "permission": null}                                  a file tool on a memory mount (memory.py)
+    {"subagent": "<predefined agent name>", "task": "{user_text}", "steps": [steps],
+     "reply": null}      a session thread runs `steps` (app/sandbox/agents/threads.py)
 
 Documented sequences (docs: events-and-streaming "Live previews"; anthropics/skills
 skills/claude-api/shared/managed-agents-client-patterns.md sections 2, 3 and 6):
@@ -253,6 +255,16 @@ class MemoryStep(_Step):
     permission: Permission | None = None
 
 
+class SubagentStep(_Step):
+    """The coordinator hands `task` to one of its predefined subagents: a session thread plays
+    `steps` and answers with `reply` (default: its last tool result). See `threads.py`."""
+
+    subagent: str
+    task: str = "{user_text}"
+    steps: list[Step] = Field(default_factory=list)
+    reply: str | None = None
+
+
 class ParallelStep(_Step):
     """Several tool calls from one model response: one idle lists every pending id."""
 
@@ -283,6 +295,7 @@ _STEP_KEYS: dict[str, type[_Step]] = {
     "event": EventStep,
     "evaluate": EvaluateStep,
     "memory": MemoryStep,
+    "subagent": SubagentStep,
 }
 
 
@@ -316,13 +329,15 @@ Step = Annotated[
     | Annotated[TerminateStep, Tag("terminate")]
     | Annotated[EventStep, Tag("event")]
     | Annotated[EvaluateStep, Tag("evaluate")]
-    | Annotated[MemoryStep, Tag("memory")],
+    | Annotated[MemoryStep, Tag("memory")]
+    | Annotated[SubagentStep, Tag("subagent")],
     Discriminator(_step_kind),
 ]
 
 ToolStep.model_rebuild()
 McpToolStep.model_rebuild()
 ParallelStep.model_rebuild()
+SubagentStep.model_rebuild()
 
 
 class Rule(BaseModel):
@@ -418,6 +433,8 @@ class TurnRuntime(Protocol):
     def terminate(self) -> None: ...
 
     def evaluate(self, result: str, explanation: str | None) -> None: ...
+
+    async def run_subagent(self, step: SubagentStep, parent: TurnEngine) -> None: ...
 
     def memory_tool(
         self, op: str, store: str | None, path: str, content: str | None
@@ -581,6 +598,8 @@ class TurnEngine:
         elif isinstance(step, EvaluateStep):
             self.close_span()
             rt.evaluate(step.evaluate, step.explanation)
+        elif isinstance(step, SubagentStep):
+            await rt.run_subagent(step, self)
         return None
 
     async def _message(self, step: MessageStep) -> None:

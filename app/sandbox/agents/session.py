@@ -168,6 +168,9 @@ class SessionRuntime:
         self.idle_visible_at = 0.0
         self.outcome_evaluations: list[dict[str, Any]] = []
         self.outcome: dict[str, Any] | None = None  # the outcome being worked on
+        from app.sandbox.agents.threads import SessionThreads
+
+        self.threads = SessionThreads(self)  # multiagent: the primary and its subagents' threads
 
     # -- the object --------------------------------------------------------------------------
 
@@ -351,12 +354,17 @@ class SessionRuntime:
         tool_input: dict[str, Any],
         scripted: str | None,
         scripted_is_error: bool,
+        *,
+        url: str | None = None,
+        thread_id: str | None = None,
     ) -> tuple[str, bool]:
-        url = self.server_url(server)
+        # A subagent's call (app.sandbox.agents.threads) gives the URL its own agent declares.
+        url = url or self.server_url(server)
         token = self.state.credential_token_for(self.vault_ids, url)
         self.state.mcp_calls.append(
             {
                 "session_id": self.id,
+                "thread_id": thread_id,
                 "server": server,
                 "url": url,
                 "tool": tool,
@@ -419,6 +427,9 @@ class SessionRuntime:
         self.outcome_evaluations.append(outcome)
         self.outcome = outcome
         return outcome
+
+    async def run_subagent(self, step: Any, parent: TurnEngine) -> None:
+        await self.threads.run(step, parent)  # app/sandbox/agents/threads.py
 
     def memory_tool(
         self, op: str, store: str | None, path: str, content: str | None
@@ -499,7 +510,9 @@ class SessionRuntime:
             if not isinstance(raw.get("content"), list):
                 raise ApiError(400, "system.message: content must be an array")
         elif kind == "user.interrupt":
-            pass
+            if raw.get("session_thread_id"):
+                self.threads.get(str(raw["session_thread_id"]))  # an unknown thread: 404
+
         elif kind == "user.define_outcome":
             # SDK BetaManagedAgentsUserDefineOutcomeEventParams: description Required[str];
             # rubric Required[text {content} | file {file_id}]; max_iterations "Default 3, max 20".
@@ -524,7 +537,8 @@ class SessionRuntime:
             raise ApiError(400, f"unknown event type {kind!r}")
 
     def _receive(self, raw: dict[str, Any]) -> dict[str, Any]:
-        event = {k: v for k, v in raw.items() if k != "session_thread_id"}
+        # user.interrupt keeps its `session_thread_id` (SDK BetaManagedAgentsUserInterruptEvent).
+        event = {k: v for k, v in raw.items() if k != "session_thread_id" or raw.get("type") == "user.interrupt"}
         event["id"] = self.new_event_id()
         kind = event["type"]
         if kind == "user.define_outcome":
@@ -544,7 +558,10 @@ class SessionRuntime:
             return event
         self._process_now(event)
         if kind == "user.interrupt":
-            self._interrupt()
+            # SDK user_interrupt_event_params: with session_thread_id, "interrupts only the named
+            # thread"; without, every non-archived thread (the turn, and the threads under it).
+            if not self.threads.interrupt(event.get("session_thread_id")):
+                self._interrupt()
         elif kind == "user.tool_confirmation":
             self._resolve(event["tool_use_id"], event)
         elif kind == "user.custom_tool_result":

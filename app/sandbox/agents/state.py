@@ -368,6 +368,9 @@ class EmulatorState(ResourceStore):
             # anthropics/skills managed-agents-core.md: "new sessions cannot reference it".
             raise ApiError(400, "agent is archived")
         snapshot = session_agent(agent)
+        from app.sandbox.agents.threads import session_snapshot
+
+        snapshot = session_snapshot(self, snapshot)  # the roster as full agent definitions
         if overrides:
             snapshot = apply_overrides(snapshot, overrides)
         env = self.environment(env_id)
