@@ -297,6 +297,7 @@ class Worker:
                 still_leased=lambda: self.leases.renew(lease),
                 hooks=self.hooks,
                 inbox_signal=signal,
+                slack=self.services.slack,
             )
             self._live[ticket.id] = follower
             try:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.config.memory import CustomerOrg, EnvironmentMemory, check_customers
 from app.config.outcomes import Outcomes, check_rubric_files
 from app.config.specialists import Specialists
 from app.config.yaml_lines import ConfigError, line_for, load_yaml_with_lines, read_text
@@ -154,6 +155,8 @@ class Environment(Strict):
     specialists: Specialists = Field(default_factory=dict)
     # Rubrics the grader checks answers against, per ticket category (issue 18).
     outcomes: Outcomes | None = None
+    # Memory stores attached to its tickets' sessions: product, per customer (issue 19).
+    memory: EnvironmentMemory | None = None
 
     @property
     def external(self) -> bool:
@@ -175,6 +178,14 @@ class AppConfig(Strict):
     pricing: Pricing = Field(default_factory=Pricing)
     slack: SlackPolicy = Field(default_factory=SlackPolicy)
     public_base_url: str | None = Field(default=None, description="Where the cloud reaches our MCP servers")
+    # Customer organisations by channel or Slack team, for per-customer memory (app/config/memory.py).
+    customers: dict[str, CustomerOrg] = Field(default_factory=dict)
+
+    @field_validator("customers")
+    @classmethod
+    def _check_customers(cls, customers: dict[str, CustomerOrg]) -> dict[str, CustomerOrg]:
+        check_customers(customers)
+        return customers
 
     @model_validator(mode="after")
     def _check_refs(self) -> AppConfig:

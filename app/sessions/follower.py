@@ -25,6 +25,7 @@ from app.cost.budget import budget_param
 from app.render.base import Renderer
 from app.sessions import resources
 from app.sessions.cursor import Cursor, StaleLease
+from app.sessions.memory import session_resources
 from app.tickets.inbox_signal import FALLBACK_POLL_SECONDS
 from app.tickets.model import InboxMessage, Ticket, TicketState
 from app.tickets.store import TicketStore
@@ -92,6 +93,7 @@ class SessionFollower:
         hooks: dict[str, EventHook] | None = None,
         max_backoff: float = 10.0,
         inbox_signal: asyncio.Event | None = None,
+        slack: Any = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -113,6 +115,7 @@ class SessionFollower:
         # Set when a message is pushed to this ticket's inbox (`app.tickets.inbox_signal`);
         # without it, the inbox is polled often enough for a reply to reach a working agent.
         self.inbox_signal = inbox_signal
+        self.slack = slack  # asks Slack a requester's home team (customer memory, issue 19)
         self.inbox_poll_seconds = FALLBACK_POLL_SECONDS if inbox_signal is not None else 0.5
         self.reconnects = 0
 
@@ -136,6 +139,10 @@ class SessionFollower:
             kwargs["budget"] = budget
         if vaults:
             kwargs["vault_ids"] = vaults
+        # Memory stores attach only at creation (issue 19; app/sessions/memory.py).
+        memory_stores = await session_resources(self.client, redis, self.config, self.ticket, self.slack)
+        if memory_stores:
+            kwargs["resources"] = memory_stores
         session = await self.client.beta.sessions.create(
             agent=agent,
             environment_id=env_id,

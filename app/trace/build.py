@@ -25,6 +25,7 @@ from app.cost.ledger import CostLedger, TurnCost
 from app.cost.model import Usage, format_duration, format_tokens, format_usd
 from app.names import Names
 from app.observability.scrub import Scrubber
+from app.sessions.memory import add_to_trace as memory_trace
 from app.tickets.model import Ticket, TicketState, Transition
 from app.tickets.store import TicketStore
 from app.trace import model as k
@@ -265,6 +266,8 @@ async def build_trace(
     """The ticket's trace, with people and channels by name. Without `names`, only names
     already cached in Redis are used (no Slack call); ids stay where no name is known."""
     trace = assemble(await gather_trace(client, store, ticket), scrubber, console_workspace)
+    # The memories it read and wrote, and which ticket taught each (issue 19).
+    trace = await memory_trace(client, store, ticket, trace, scrubber)
     return await name_trace(trace, names or Names(store.redis, None))
 
 

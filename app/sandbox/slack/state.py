@@ -29,8 +29,12 @@ class User:
     email: str | None = None
     deleted: bool = False
     tz: str = "UTC"
+    # A Slack Connect member's own organisation: users.info gives their home `team_id`, not ours
+    # (Slack's user object; the app's DM check reads it, app/slack/channels.py).
+    home_team: str | None = None
 
     def to_api(self, team_id: str) -> dict[str, Any]:
+        team_id = self.home_team or team_id
         real = self.real_name or self.name
         profile: dict[str, Any] = {"display_name": self.name, "real_name": real, "team": team_id}
         if self.email:
@@ -228,9 +232,10 @@ class SlackState:
         bot_id: str | None = None,
         email: str | None = None,
         token: str | None = None,
+        home_team: str | None = None,
     ) -> User:
         with self.lock:
-            user = User(user_id, name, real_name, is_bot, bot_id, email)
+            user = User(user_id, name, real_name, is_bot, bot_id, email, home_team=home_team)
             self.users[user_id] = user
             if token:
                 self.tokens[token] = user_id

@@ -1,0 +1,127 @@
+"""Issue 19, memory: a fact one ticket writes is read by the next ticket of the same customer,
+and by no other customer's ticket nor an internal one; the trace shows what each ticket read
+and wrote, with the ticket that taught it. Slack and Managed Agents are the emulators, driven
+through the real clients; Redis is real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.sandbox.stack import Stack
+from app.sessions.memory import attached, ticket_memory
+from app.trace.build import build_trace
+from tests.conftest import ROOT
+from tests.support import eventually
+
+ACME, GLOBEX, INTERNAL = "C0ACME", "C0GLOBEX", "C0001"
+FACT = "Acme signs in with Okta SSO"
+
+SCENARIO = {"rules": [
+    {"match": "(?i)remember", "steps": [
+        {"memory": "write", "path": "/setup.md", "content": FACT},
+        {"message": "Noted."},
+    ]},
+    {"match": "(?i)recall", "steps": [
+        {"memory": "read", "path": "/setup.md"},
+        {"message": "From memory: {last_tool_result}"},
+    ]},
+]}
+
+
+def memory_config(tmp_path: Path) -> Path:
+    data = yaml.safe_load((ROOT / "support-agent.yml").read_text())
+    data["customers"] = {"acme": {"name": "Acme Corp", "channels": [ACME]}}
+    data["environments"]["customers"]["memory"] = {"product": {}, "customers": {}}
+    data["environments"]["internal"]["memory"] = {"product": {}}
+    path = tmp_path / "support-agent.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def world(stack: Stack) -> None:
+    st = stack.slack.state
+    st.add_user("UACME", "ann", home_team="TACME")  # Slack Connect members of other organisations
+    st.add_user("UGLOB", "gus", home_team="TGLOBEX")
+    st.add_channel(ACME, "acme-help", members=["UACME", "U0001"], ext_shared=True)
+    st.add_channel(GLOBEX, "globex-help", members=["UGLOB", "U0001"], ext_shared=True)
+    stack.agents.set_scenario(SCENARIO)
+
+
+def answer(stack: Stack, channel: str, ts: str) -> str | None:
+    thread = [m for m in stack.slack.state.thread(channel, ts) if m.get("bot_id") and m.get("ts") != ts]
+    if not thread or any((m.get("stream") or {}).get("state") == "streaming" for m in thread):
+        return None
+    return str(thread[-1].get("text", ""))
+
+
+async def ask(stack: Stack, channel: str, user: str, text: str, expect: str) -> str:
+    ts = await stack.slack.user_posts(channel, text, user=user)
+    await eventually(lambda: (answer(stack, channel, ts) or "").startswith(expect), timeout=30)
+    return ts
+
+
+def session_stores(stack: Stack, session_id: str) -> dict[str, str]:
+    snapshot = next(s for s in stack.agents.state.sessions_snapshot() if s["id"] == session_id)
+    return {r["memory_store_id"]: r["access"] for r in snapshot["resources"] if r["type"] == "memory_store"}
+
+
+async def test_a_customers_fact_reaches_only_that_customers_next_ticket(fresh_redis_url: str, tmp_path: Path) -> None:
+    with Stack(fresh_redis_url, config_path=memory_config(tmp_path), data_dir=tmp_path) as stack:
+        world(stack)
+        app = stack.start_app()
+        store = app.services.store
+
+        def ticket(channel: str, ts: str) -> Any:
+            return app.run_coroutine(store.by_thread("T0001", channel, ts))
+
+        taught = await ask(stack, ACME, "UACME", "please remember our setup", "Noted.")
+        recalled = await ask(stack, ACME, "UACME", "recall our setup", "From memory:")
+        assert answer(stack, ACME, recalled) == f"From memory: {FACT}"
+        other = await ask(stack, GLOBEX, "UGLOB", "recall our setup", "From memory:")
+        internal = await ask(stack, INTERNAL, "U0001", "recall our setup", "From memory:")
+        for channel, ts in ((GLOBEX, other), (INTERNAL, internal)):
+            assert FACT not in (answer(stack, channel, ts) or "")
+            assert answer(stack, channel, ts) == "From memory: File does not exist."
+
+        t1, t2, g1, i1 = (ticket(ACME, taught), ticket(ACME, recalled), ticket(GLOBEX, other),
+                          ticket(INTERNAL, internal))
+        a1 = app.run_coroutine(attached(store.redis, t1.id))
+        customer = next(a for a in a1 if a.kind == "customer")
+        assert customer.key == "acme" and customer.access == "read_write"
+        product = next(a for a in a1 if a.kind == "product")
+        assert session_stores(stack, t1.session_id) == {customer.store_id: "read_write", product.store_id: "read_only"}
+        assert session_stores(stack, t2.session_id) == session_stores(stack, t1.session_id)
+        g_stores = app.run_coroutine(attached(store.redis, g1.id))
+        assert [a.key for a in g_stores if a.kind == "customer"] == ["team-TGLOBEX"]  # its Slack Connect team
+        assert customer.store_id not in session_stores(stack, g1.session_id)
+        i_stores = session_stores(stack, i1.session_id)
+        assert customer.store_id not in i_stores and list(i_stores.values()) == ["read_only"]  # product only
+        assert product.store_id not in i_stores  # each environment has its own product store
+        names = {s["id"]: s["name"] for s in stack.agents.state.call(lambda: list(stack.agents.state.memory.stores.values()))}
+        assert names[customer.store_id] == "customer Acme Corp"
+
+        # What each ticket read and wrote, and who taught it.
+        client = app.services.anthropic
+        wrote = app.run_coroutine(ticket_memory(client, store, t1))
+        assert [(w.path, w.operation, w.taught_by_ticket, w.current) for w in wrote.writes] == [
+            ("/setup.md", "created", t1.ref, True)
+        ]
+        read = app.run_coroutine(ticket_memory(client, store, t2))
+        assert [(r.path, r.taught_by_ticket, r.content) for r in read.reads] == [("/setup.md", t1.ref, FACT)]
+        assert read.writes == []
+        missed = app.run_coroutine(ticket_memory(client, store, g1))
+        assert [(r.path, r.version_id) for r in missed.reads] == [("/setup.md", None)]
+
+        trace = app.run_coroutine(build_trace(client, store, t2, app.services.scrubber))
+        memory_entries = [e for e in trace.entries if e.kind == "memory"]
+        assert [e.summary for e in memory_entries] == [
+            f"memory read /setup.md in Acme Corp · taught by {t1.ref}"
+        ]
+        assert memory_entries[0].detail["taught_by_ticket_id"] == t1.id
+        trace1 = app.run_coroutine(build_trace(client, store, t1, app.services.scrubber))
+        assert [e.summary for e in trace1.entries if e.kind == "memory"] == [
+            f"memory wrote (new) /setup.md in Acme Corp · taught by {t1.ref}"
+        ]
