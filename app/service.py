@@ -16,6 +16,7 @@ from app.runtime import Services
 from app.sessions.budget_hooks import BudgetNotifier, combine_hooks
 from app.sessions.cost_hooks import CostCapture
 from app.sessions.custom_tools import CustomToolRunner
+from app.sessions.outcomes import OutcomeTracker
 from app.slack.approvals import decided_lines
 from app.slack.blocks import STOPPABLE_STATES, control_blocks
 from app.slack.bolt_app import build_bolt_app
@@ -92,7 +93,8 @@ def make_worker(services: Services) -> Worker:
 
     budget = BudgetNotifier(services.slack, services.redis, services.anthropic, services.config)
     tools = CustomToolRunner(services)
-    hooks = combine_hooks(costs.hooks(), budget.hooks(), tools.hooks())
+    outcomes = OutcomeTracker(services)  # the grader's verdicts: record, cost, hand-off (issue 18)
+    hooks = combine_hooks(costs.hooks(), budget.hooks(), tools.hooks(), outcomes.hooks())
     return Worker(services, renderer_factory=renderer, hooks=hooks)
 
 

@@ -26,6 +26,7 @@ import sentry_sdk
 
 from app.jobs.lease import Lease, LeaseManager
 from app.jobs.queue import JobQueue
+from app.jobs.wake import woken
 from app.redis_health import is_outage
 from app.render.base import Renderer
 from app.runtime import Services
@@ -245,12 +246,22 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
             await self._let_go(lease, done=done, lost=lost.is_set())
-            # A message that arrived as we were finishing is picked straight back up; after a
-            # failure the undelivered ones wait for the person to try again (no retry loop).
+            # After a failure the undelivered messages wait for the person to try again.
             if done and not failed and not self._stopping.is_set():
-                with contextlib.suppress(Exception):
-                    if await self.services.store.pending_messages(ticket_id):
-                        await self.start_ticket(ticket_id, "late-message")
+                await self._follow_again_if_woken(ticket_id)
+
+    async def _follow_again_if_woken(self, ticket_id: str) -> None:
+        """A message or a wake-up (an approval, a budget raise: `app.jobs.wake`) that landed while
+        we were letting go: its job may have been dropped because we still held the lease, so
+        the ticket is picked straight back up. From here on this task is no obstacle to a job
+        of this process taking the ticket (`start_ticket`), since the lease is released."""
+        if self.followers.get(ticket_id) is asyncio.current_task():
+            del self.followers[ticket_id]
+        with contextlib.suppress(Exception):
+            if await woken(self.services.redis, ticket_id):
+                await self.start_ticket(ticket_id, "woken")
+            elif await self.services.store.pending_messages(ticket_id):
+                await self.start_ticket(ticket_id, "late-message")
 
     async def _let_go(self, lease: Lease, *, done: bool, lost: bool) -> None:
         ticket_id = lease.ticket_id

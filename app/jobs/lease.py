@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from app.jobs.wake import wake_key
+
 ACTIVE = "sa:active"
 
+# A grant also consumes the ticket's wake-up mark (`app.jobs.wake`): the new holder reads the
+# session after this, so it sees whatever the waker did before marking.
 # Fences only grow, even across a Redis that came back empty: a new grant's fence is at least
 # Redis's clock in milliseconds, so it is above every fence granted before the data was lost.
 _ACQUIRE = """
@@ -28,6 +32,7 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     fence = now
   end
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+  redis.call('DEL', KEYS[4])
   return fence
 end
 return 0
@@ -88,7 +93,7 @@ class LeaseManager:
     async def acquire(self, ticket_id: str) -> Lease | None:
         holder = self._holder()
         fence = await self._acquire(
-            keys=[f"sa:lease:{ticket_id}", f"sa:fence:{ticket_id}", ACTIVE],
+            keys=[f"sa:lease:{ticket_id}", f"sa:fence:{ticket_id}", ACTIVE, wake_key(ticket_id)],
             args=[holder, self.ttl_ms, self._expiry_score(), ticket_id],
         )
         return Lease(ticket_id, holder, int(fence)) if fence else None

@@ -20,6 +20,7 @@ from app.render import blocks as bk
 from app.render.base import message_text
 from app.render.content import AgentText, Batch, Part, Piece, Task
 from app.render.describe import STOP_NOTES, error_title, input_preview, result_output, stop_note, tool_title
+from app.render.outcome_tasks import OUTCOME_EVENTS, OutcomeView
 from app.render.slack_text import (
     cut_point,
     neutralise_mentions,
@@ -36,7 +37,7 @@ TOOL_RESULTS = {"agent.tool_result": "tool_use_id", "agent.mcp_tool_result": "mc
 # Events that change what a turn shows; every other type is deliberately not shown.
 SHOWN = frozenset({
     "session.status_running", "agent.thinking", "agent.message", "session.status_rescheduled",
-    "session.error", "span.model_request_end", *TOOL_USES, *TOOL_RESULTS,
+    "session.error", "span.model_request_end", *TOOL_USES, *TOOL_RESULTS, *OUTCOME_EVENTS,
 })
 MAX_CHUNKS = 40
 SPLIT_WINDOW = 1_500
@@ -56,6 +57,7 @@ class Layout:
         self.approvals: list[str] = []
         self.has_text = False
         self.diverged = 0  # agent messages whose live text went astray (rewritten at the end)
+        self.outcome = OutcomeView()  # the grader's checks and drafts (app/render/outcome_tasks.py)
 
     # ---- events in --------------------------------------------------------------------------
 
@@ -77,6 +79,9 @@ class Layout:
             text = self.texts.setdefault(event.id, AgentText())
             text.blocks = [message_text(event)]
             text.final = True
+            held = self.outcome.message(self, event, sources)  # a draft held back, or labelled
+            if held is not None:
+                return held
             return self._release(event.id, text, sources)
         elif etype in TOOL_USES:
             self._moved_on()
@@ -84,6 +89,8 @@ class Layout:
         elif etype in TOOL_RESULTS:
             if not self._tool_result(event, str(getattr(event, TOOL_RESULTS[etype], "")), sources):
                 return sources
+        elif etype in OUTCOME_EVENTS:
+            return self.outcome.apply(self, event, sources)
         elif etype == "span.model_request_end":
             self._request_ended(event)
         elif etype == "session.status_rescheduled":
@@ -107,6 +114,8 @@ class Layout:
         content = event.delta.content
         if text is None or text.final or text.held or getattr(content, "type", None) != "text":
             return False
+        if self.outcome.holds_preview():
+            return False  # a draft the requester must not see before the grader accepts it
         index = event.delta.index or 0
         if index == len(text.blocks):
             text.blocks.append(content.text)
@@ -114,6 +123,7 @@ class Layout:
             text.blocks[index] += content.text
         else:
             return False  # a gap: wait for the buffered message
+        self.outcome.label(self, event.event_id)
         self._release(event.event_id, text, [event] if track else [])
         return True
 
@@ -251,6 +261,9 @@ class Layout:
             out.append(bk.context_block(note))
         if reason == "shutdown":
             return out
+        closing = self.outcome.closing_note()
+        if closing:
+            out.append(bk.context_block(closing))
         if feedback and self.has_text and reason != "terminated":
             out.append(bk.feedback_block(ticket_id))
         out += controls

@@ -35,6 +35,7 @@ from app.render.calls import _error, _fixed
 from app.render.delivery import TOO_LONG, Controls, Decisions, Delivery, Footer, Observer, Options, StreamObserver
 from app.render.ending import finish
 from app.render.layout import SHOWN, Layout, Task
+from app.render.outcome_tasks import outcome_view
 from app.render.prefs import TurnPrefs, remember
 from app.render.ratelimit import TokenBuckets
 from app.render.rewrite import rewrite
@@ -239,6 +240,7 @@ class StreamRenderer:
         streaming = self.options.streaming and not await self.prefs.refused(ticket.team_id)
         plan = ticket.title if self.options.task_display_mode == "plan" else None
         turn = Turn(ticket, recipient, streaming, Layout(self.max_message_chars, plan_title=plan))
+        turn.layout.outcome = await outcome_view(self.redis, ticket.id)  # issue 18: checks and drafts
         # A status only if nothing shows within a flush interval: the first text often does.
         turn.status_retry_at = time.monotonic() + self.options.flush_interval
         turn.layout.tasks.update(self._carry.pop(ticket.id, {}))

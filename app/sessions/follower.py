@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Stop reasons after which the agent waits for us, not for the requester.
 WAITING_ON_US = "requires_action"
+# Answers to a `requires_action` stop's events: a person's confirmation, or a custom tool's result.
+ANSWER_TYPES: list[Any] = ["user.tool_confirmation", "user.custom_tool_result"]
 # Paused at its budget: replies wait in the inbox until an approver lets the session go on
 # (issue 15 item 3; whether the API queues or refuses a message then is not documented).
 BUDGET_PAUSE = "budget_reached"
@@ -106,6 +108,10 @@ class SessionFollower:
         self.max_backoff = max_backoff
         self.cursor: Cursor | None = None
         self._last_stop: str | None = None
+        # The events a `requires_action` stop waits on that no answer was seen for yet.
+        self._blocking: set[str] = set()
+        # The turn stopped on a person's decision and this follower let the ticket go.
+        self.parked = False
         self._send_lock = asyncio.Lock()
         # Events given to the renderer by this follower (a reconnect must not show them again).
         self._handed: set[str] = set()
@@ -258,10 +264,11 @@ class SessionFollower:
         raise anthropic.APIConnectionError(request=httpx2.Request("GET", "stream-closed"))
 
     def _ended_unconfirmed(self) -> bool:
-        """The stream said the turn ended, but the last `retrieve` still read running."""
-        return self._last_stop not in (None, WAITING_ON_US) and self.ticket.agent_status in (
-            "running", "rescheduling"
-        )
+        """The stream said the turn ended (or waits on a decision nobody gave yet), but the last
+        `retrieve` still read running."""
+        if self._last_stop is None or (self._last_stop == WAITING_ON_US and not self._blocking):
+            return False
+        return self.ticket.agent_status in ("running", "rescheduling")
 
     async def _watch_inbox(self, session_id: str) -> None:
         while True:
@@ -334,9 +341,14 @@ class SessionFollower:
         etype = event.type
         if etype == "session.status_running":
             self._last_stop = None
+            self._blocking.clear()
             self.ticket.agent_status = "running"
+        elif etype in ("user.tool_confirmation", "user.custom_tool_result"):
+            self._blocking.discard(_answered(event))
         elif etype == "session.status_idle":
             self._last_stop = event.stop_reason.type if event.stop_reason else "end_turn"
+            if self._last_stop == WAITING_ON_US:
+                self._blocking = {str(i) for i in getattr(event.stop_reason, "event_ids", None) or []}
             self.ticket.agent_status = "idle"
             self.ticket.stop_reason = self._last_stop
         elif etype == "session.status_rescheduled":
@@ -442,9 +454,12 @@ class SessionFollower:
         return in_session > delivered
 
     async def _turn_over(self, session_id: str) -> bool:
-        """True when the agent is not working and nothing of ours is waiting to be sent."""
-        if self._last_stop is None or self._last_stop == WAITING_ON_US:
+        """True when the agent is not working and nothing of ours is waiting to be sent, or when
+        it waits on a person's decision (then the follower lets go: see `_parked`)."""
+        if self._last_stop is None:
             return False
+        if self._last_stop == WAITING_ON_US:
+            return await self._parked(session_id)
         # Replies held at the budget wait for the raise (a new follow job), not for this one.
         if self._last_stop != BUDGET_PAUSE and await self.store.pending_messages(self.ticket.id):
             return False
@@ -457,6 +472,29 @@ class SessionFollower:
         # Later turns may have finished before the stream delivered them: show them before leaving.
         await self._catch_up(session_id)
         return self._last_stop not in (None, WAITING_ON_US)
+
+    async def _parked(self, session_id: str) -> bool:
+        """At `requires_action`: whether the session waits on a person (a tool confirmation, a
+        bridged call's approval), so this follower may let the ticket go, its stream and lease
+        with it; the decision wakes the ticket (`app.jobs.wake`) and a worker follows it again.
+        Not while any answer of ours is on its way (custom tool results the hooks just sent) or
+        every waiting event was answered: the session is about to run again."""
+        if not self._blocking or await self.store.pending_messages(self.ticket.id):
+            return False
+        session = await self.client.beta.sessions.retrieve(session_id)
+        self.ticket.agent_status = session.status
+        if session.status != "idle":
+            return False  # re-asked while the stream stays silent (`_ended_unconfirmed`)
+        page = await self.client.beta.sessions.events.list(
+            session_id, order="desc", limit=100, types=ANSWER_TYPES
+        )
+        for answer in page.data:
+            self._blocking.discard(_answered(answer))
+        if not self._blocking:
+            return False
+        self.parked = True
+        log.info("waiting on a decision; the ticket is let go until it comes", extra=self.log_extra)
+        return True
 
     async def _unprocessed_user_messages(self, session_id: str) -> bool:
         """A queued user message the session has not processed yet means more turns are coming."""
@@ -490,6 +528,11 @@ def _preview_of(event: Any) -> str | None:
     if event.type == "event_start":
         return getattr(getattr(event, "event", None), "id", None)
     return getattr(event, "event_id", None)
+
+
+def _answered(event: Any) -> str:
+    """The waiting event a confirmation or a custom tool result answers."""
+    return str(getattr(event, "tool_use_id", None) or getattr(event, "custom_tool_use_id", None) or "")
 
 
 def _event_text(event: Any) -> str:

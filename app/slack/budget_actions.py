@@ -41,6 +41,7 @@ from app.cost.budget import (
 )
 from app.cost.model import format_usd
 from app.cost.slack import should_show_cost
+from app.jobs.wake import wake
 from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
 from app.sessions.budget_hooks import MESSAGE_KEY
@@ -146,7 +147,7 @@ class BudgetActions:
         log.info("budget raised", extra={"ticket": ticket.id, "user": actor, "budget_cents": target})
         # The session resumes by itself; make sure a worker follows it to the end of the turn.
         await self._wait_follower(ticket.id)
-        await self.services.queue().enqueue(ticket.id, "budget-raised")
+        await wake(self.redis, ticket.id, "budget-raised")
         show = env is not None and should_show_cost(env)
         if show:
             message = budget_raised_message(ticket.ref, target, actor)

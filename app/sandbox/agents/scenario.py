@@ -41,7 +41,8 @@ Step kinds (one key names the kind, the other keys are its options):
     {"terminate": {}}
     {"event": "session.thread_created", "fields": {...}}   any event type of the SDK's union
     {"evaluate": "satisfied"|"needs_revision"|"max_iterations_reached"|"failed",
-     "explanation": null}
+     "explanation": null, "grader_usage": {"input_tokens": 0, "output_tokens": 0,
+     "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
     {"memory": "read"|"write", "path": "/notes.md", "content": null, "store": null,
      "permission": null}                                  a file tool on a memory mount (memory.py)
     {"subagent": "<predefined agent name>", "task": "{user_text}", "steps": [steps],
@@ -234,11 +235,23 @@ class EventStep(_Step):
         return self
 
 
+class GraderUsage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cache_read_input_tokens: int = Field(default=0, ge=0)
+    cache_creation_input_tokens: int = Field(default=0, ge=0)
+
+
 class EvaluateStep(_Step):
     """The grader's verdict on the current outcome (`user.define_outcome`)."""
 
     evaluate: Literal["satisfied", "needs_revision", "max_iterations_reached", "failed"] = "satisfied"
     explanation: str | None = None
+    grader_usage: GraderUsage | None = None
+    """The grader's tokens for this cycle (SDK BetaManagedAgentsSpanOutcomeEvaluationEndEvent.usage,
+    a BetaManagedAgentsSpanModelUsage); default all zero."""
 
 
 class MemoryStep(_Step):
@@ -597,7 +610,11 @@ class TurnEngine:
             await self._memory(step)
         elif isinstance(step, EvaluateStep):
             self.close_span()
-            rt.evaluate(step.evaluate, step.explanation)
+            grade = getattr(rt, "grade", None)  # the primary session's runtime reports the grader's usage
+            if grade is not None:
+                grade(step.evaluate, step.explanation, step.grader_usage.model_dump() if step.grader_usage else None)
+            else:
+                rt.evaluate(step.evaluate, step.explanation)
         elif isinstance(step, SubagentStep):
             await rt.run_subagent(step, self)
         return None

@@ -386,8 +386,13 @@ class SessionRuntime:
             return f"MCP call failed: {exc}", True
 
     def evaluate(self, result: str, explanation: str | None) -> None:
+        self.grade(result, explanation, None)
+
+    def grade(self, result: str, explanation: str | None, usage: dict[str, int] | None) -> None:
         """The grader's pass over the current outcome (docs: outcomes): start, a heartbeat,
-        end with the verdict; the session's `outcome_evaluations` entry follows it."""
+        end with the verdict and the grader's `usage` (SDK BetaManagedAgentsSpanModelUsage; not
+        added to the session's usage: whether the API's does is not documented); the session's
+        `outcome_evaluations` entry follows it."""
         outcome = self.outcome
         if outcome is None:
             outcome = self._new_outcome("(no outcome defined)", None)
@@ -404,7 +409,7 @@ class SessionRuntime:
             result=result,
             explanation=text,
             usage={"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
-                   "cache_read_input_tokens": 0},
+                   "cache_read_input_tokens": 0, **(usage or {})},
         )
         outcome["explanation"] = text
         if result == "needs_revision":

@@ -1,0 +1,299 @@
+"""Outcomes end to end through the emulators (issue 18): a rubric per ticket category is defined
+when a ticket's work starts and after a reopen, each grader check shows in the timeline, drafts
+are marked (or held back from the requester where the environment is customer-facing), an answer
+that cannot be accepted goes to a person with the grader's explanation, and the grader's tokens
+are their own cost line.
+
+Real HTTP all the way: the Slack emulator delivers signed events and button clicks to the app
+(real slack_bolt); the worker follows the Managed Agents emulator's session with the real
+anthropic client; scenario `evaluate` steps make the emulator grade the outcome the app defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.cost.grader import GraderLedger
+from app.cost.model import Usage, compute_cost
+from app.redis_conn import EmbeddedRedis
+from app.sandbox.app_runner import ROOT, InProcessApp
+from app.sandbox.stack import Stack
+from app.sessions import outcome_record
+from app.slack.blocks import ACTION_REOPEN, ACTION_RESOLVE
+from app.tickets.model import Ticket, TicketState
+from tests.support import eventually
+
+SUPPORT = "C0001"
+TRIAGE = "C0009"
+TEAM = "T0001"
+ALICE = "U0001"  # in @support-team (S0001): staff
+MODEL = "claude-sonnet-4-6"
+
+DRAFT = "Refunds are possible. Ask us in this thread."
+REVISED = "Annual plans are refunded in full within 30 days; ask in Settings → Billing."
+FIRST_TRY = "Use Forgot password? on the sign-in page; the link is valid for 60 minutes."
+GRADER = {"input_tokens": 4000, "output_tokens": 600, "cache_read_input_tokens": 1000,
+          "cache_creation_input_tokens": 0}
+
+SCENARIO = {"rules": [
+    {"match": "(?i)refund", "steps": [
+        {"thinking": {}},
+        {"message": DRAFT, "deltas": 3},
+        {"usage": {"input_tokens": 1000, "output_tokens": 200, "active_seconds": 5}},
+        {"evaluate": "needs_revision", "explanation": "no refund window given", "grader_usage": GRADER},
+        {"message": REVISED, "deltas": 3},
+        {"usage": {"input_tokens": 800, "output_tokens": 150, "active_seconds": 3}},
+        {"evaluate": "satisfied", "explanation": "window, how to ask and timing are all there",
+         "grader_usage": GRADER},
+    ]},
+    {"match": "(?i)password", "steps": [
+        {"message": FIRST_TRY, "deltas": 2},
+        {"evaluate": "satisfied", "explanation": "answers the question", "grader_usage": GRADER},
+    ]},
+    {"match": "(?i)invoice", "steps": [
+        {"message": "Invoices can be edited in Settings.", "deltas": 2},
+        {"evaluate": "needs_revision", "explanation": "invoices cannot be edited", "grader_usage": GRADER},
+        {"message": "Invoices can be changed by support.", "deltas": 2},
+        {"evaluate": "needs_revision", "explanation": "still wrong: a credit note is needed",
+         "grader_usage": GRADER},
+        {"message": "Maybe ask finance.", "deltas": 2},
+        {"evaluate": "max_iterations_reached", "explanation": "never said a credit note is issued",
+         "grader_usage": GRADER},
+        {"message": "I could not fully answer this; a person will help.", "deltas": 2},
+    ]},
+    {"match": "(?i)reopened", "steps": [
+        {"message": "Picking this up again: the refund was sent.", "deltas": 2},
+        {"evaluate": "satisfied", "explanation": "states what happened", "grader_usage": GRADER},
+    ]},
+]}
+
+
+def _flush(url: str) -> None:
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(url).flushall()
+
+
+def write_config(tmp_path: Path, *, customer_facing: bool = False, triage: str | None = None) -> Path:
+    """The shipped config with outcomes on in the internal environment (its example rubrics)."""
+    data = yaml.safe_load((ROOT / "support-agent.yml").read_text())
+    internal = data["environments"]["internal"]
+    internal["outcomes"]["enabled"] = True
+    internal["outcomes"]["verified_after_days"] = 0
+    internal["customer_facing"] = customer_facing
+    if triage:
+        internal["triage_channel"] = triage
+    data["slack"]["staff"] = {"users": [], "usergroups": ["S0001"]}
+    path = tmp_path / "support-agent.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    # The refund rubric is a repository file named relative to the config: copy it beside it.
+    (tmp_path / "rubrics").mkdir(exist_ok=True)
+    (tmp_path / "rubrics" / "refund.md").write_text((ROOT / "rubrics" / "refund.md").read_text())
+    return path
+
+
+@pytest.fixture
+def stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
+    _flush(redis_server.url)
+    with Stack(redis_server.url, data_dir=tmp_path, config_path=write_config(tmp_path, triage=TRIAGE)) as s:
+        s.slack.state.add_channel(TRIAGE, "support-triage", members=[ALICE], bot_member=True)
+        s.agents.set_scenario(SCENARIO)
+        yield s
+
+
+@pytest.fixture
+def facing_stack(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Stack]:
+    _flush(redis_server.url)
+    with Stack(redis_server.url, data_dir=tmp_path, config_path=write_config(tmp_path, customer_facing=True)) as s:
+        s.agents.set_scenario(SCENARIO)
+        yield s
+
+
+def bot_messages(stack: Stack, thread_ts: str, channel: str = SUPPORT) -> list[dict[str, Any]]:
+    return [m for m in stack.slack.state.thread(channel, thread_ts) if m.get("bot_id") and m.get("ts") != thread_ts]
+
+
+def shown_text(stack: Stack, thread_ts: str) -> str:
+    return "\n".join(m.get("text", "") for m in bot_messages(stack, thread_ts))
+
+
+def check_tasks(stack: Stack, thread_ts: str) -> list[dict[str, Any]]:
+    out = []
+    for m in bot_messages(stack, thread_ts):
+        for task in ((m.get("stream") or {}).get("tasks") or {}).values():
+            if str(task.get("id", "")).startswith("outcome-"):
+                out.append(task)
+    return out
+
+
+def finished(stack: Stack, thread_ts: str) -> bool:
+    return all((m.get("stream") or {}).get("state") in (None, "stopped") for m in bot_messages(stack, thread_ts))
+
+
+def ticket_of(app: InProcessApp, thread_ts: str) -> Ticket | None:
+    result: Ticket | None = app.run_coroutine(app.services.store.by_thread(TEAM, SUPPORT, thread_ts))
+    return result
+
+
+async def ticket_in(app: InProcessApp, thread_ts: str, *states: TicketState) -> Ticket:
+    ticket: Ticket = await eventually(lambda: (t := ticket_of(app, thread_ts)) and t.state in states and t)
+    return ticket
+
+
+def defines(stack: Stack, session_id: str) -> list[dict[str, Any]]:
+    return [e for e in stack.agents.state.received_user_events(session_id) if e["type"] == "user.define_outcome"]
+
+
+def emulated_session(stack: Stack, session_id: str) -> dict[str, Any]:
+    return next(s for s in stack.agents.state.sessions_snapshot() if s["id"] == session_id)
+
+
+def record(app: InProcessApp, ticket_id: str) -> outcome_record.OutcomeRound | None:
+    result: outcome_record.OutcomeRound | None = app.run_coroutine(outcome_record.load(app.services.redis, ticket_id))
+    return result
+
+
+async def click(stack: Stack, thread_ts: str, action_id: str, ticket_id: str) -> None:
+    message = next(m for m in bot_messages(stack, thread_ts)
+                   if any(e.get("action_id") == action_id for b in m.get("blocks") or [] for e in b.get("elements") or []))
+    await stack.slack.click(SUPPORT, message["ts"], action_id, user=ALICE)
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+async def test_satisfied_on_the_first_try(stack: Stack) -> None:
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "I forgot my password, what now?")
+    ticket = await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
+    await eventually(lambda: finished(stack, ts) and "grader accepted" in str(bot_messages(stack, ts)))
+    assert ticket.session_id
+    # The work started with the default rubric (no category yet), sent as the outcome, no message.
+    [defined] = defines(stack, ticket.session_id)
+    assert defined["description"].startswith("I forgot my password, what now?")
+    assert defined["max_iterations"] == 3 and defined["rubric"]["type"] == "text"
+    assert "relies on the knowledge base" in defined["rubric"]["content"]
+    assert not [e for e in stack.agents.state.received_user_events(ticket.session_id) if e["type"] == "user.message"]
+    # One check in the timeline, satisfied; the answer shown, marked a draft until then.
+    [task] = check_tasks(stack, ts)
+    assert task["title"] == "Checking the answer against the support answer rubric"
+    assert (task["status"], task.get("output")) == ("complete", "satisfied")
+    text = shown_text(stack, ts)
+    assert FIRST_TRY in text and "Draft: not yet accepted by the grader" in text
+    assert "The grader accepted this answer against the support answer rubric (1 check)" in str(bot_messages(stack, ts))
+    # The session's own state agrees (SDK BetaManagedAgentsOutcomeEvaluationResource).
+    [evaluation] = emulated_session(stack, ticket.session_id)["outcome_evaluations"]
+    assert (evaluation["result"], evaluation["iteration"]) == ("satisfied", 0)
+    rec = record(app, ticket.id)
+    assert rec is not None and rec.satisfied and rec.outcome_id == evaluation["outcome_id"] and rec.idle_at
+
+
+async def test_needs_revision_then_satisfied(stack: Stack) -> None:
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "Can I get a refund on my annual plan?")
+    ticket = await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
+    await eventually(lambda: finished(stack, ts) and len(check_tasks(stack, ts)) == 2
+                     and all(t["status"] == "complete" for t in check_tasks(stack, ts)))
+    first, second = check_tasks(stack, ts)
+    assert first["output"] == "needs revision: no refund window given"
+    assert second["output"] == "satisfied"
+    text = shown_text(stack, ts)
+    # Internal: both drafts are shown, each labelled; the last line says it was accepted.
+    assert DRAFT in text and REVISED in text and text.count("Draft: not yet accepted") == 2
+    assert "(2 checks)" in str(bot_messages(stack, ts))
+    assert ticket.state == TicketState.WAITING_REQUESTER
+    evaluations = app.run_coroutine(outcome_record.evaluations(app.services.redis, ticket.id))
+    assert [(e.iteration, e.result) for e in evaluations] == [(0, "needs_revision"), (1, "satisfied")]
+    assert evaluations[0].input_tokens == GRADER["input_tokens"]
+
+
+async def test_max_iterations_hands_the_ticket_to_a_person_with_the_explanation(stack: Stack) -> None:
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "Please fix the VAT number on my invoice")
+    ticket = await ticket_in(app, ts, TicketState.ESCALATED)
+    await eventually(lambda: finished(stack, ts) and len(check_tasks(stack, ts)) == 3)
+    last = check_tasks(stack, ts)[-1]
+    assert last["status"] == "error"
+    assert last["output"] == "not met after the last allowed revision: never said a credit note is issued"
+    # The thread hears a person takes over; the triage channel gets the grader's explanation.
+    assert "handed the ticket to the support team" in shown_text(stack, ts)
+    triage = [m["text"] for m in stack.slack.state.history(TRIAGE)]
+    assert any("never said a credit note is issued" in t and f"Ticket {ticket.ref}" in t for t in triage)
+    # The unverified last answer is marked as a draft, not as final.
+    assert "Draft, not a final answer" in str(bot_messages(stack, ts))
+    transitions = app.run_coroutine(app.services.store.transitions(ticket.id))
+    assert transitions[-1].to_state == TicketState.ESCALATED and transitions[-1].actor == "grader"
+
+
+async def test_customer_facing_draft_is_held_back_until_satisfied(facing_stack: Stack) -> None:
+    stack = facing_stack
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "Can I get a refund on my annual plan?")
+    await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
+    await eventually(lambda: finished(stack, ts) and REVISED in shown_text(stack, ts))
+    text = shown_text(stack, ts)
+    # The requester never saw the first draft, nor a draft label, nor the grader's words.
+    assert DRAFT not in text and "Draft" not in text
+    outputs = [t.get("output") for t in check_tasks(stack, ts)]
+    assert outputs == ["needs revision", "satisfied"]
+    # Every message and stream chunk the app sent to the channel (but the ephemerals to staff):
+    # the held draft never went there.
+    sent = str([c.params for c in stack.slack.state.calls()
+                if c.params.get("channel") == SUPPORT and c.method != "chat.postEphemeral"])
+    assert DRAFT not in sent
+    # Staff saw the held draft, ephemerally, with the grader's explanation.
+    ephemerals = stack.slack.state.snapshot_list("ephemerals")
+    held = [e for e in ephemerals if e["user"] == ALICE and "Draft held back" in e["text"]]
+    assert held and DRAFT in held[0]["text"] and "no refund window given" in held[0]["text"]
+
+
+async def test_reopen_defines_the_outcome_again(stack: Stack) -> None:
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "Can I get a refund on my annual plan?")
+    ticket = await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
+    await eventually(lambda: finished(stack, ts) and "(2 checks)" in str(bot_messages(stack, ts)))
+    # The agent (or triage) filed it as a refund: the next round uses the refund rubric (a file).
+    fresh = app.run_coroutine(app.services.store.get(ticket.id))
+    fresh.category = "refund"
+    app.run_coroutine(app.services.store.save(fresh))
+    await click(stack, ts, ACTION_RESOLVE, ticket.id)
+    await ticket_in(app, ts, TicketState.RESOLVED)
+    await eventually(lambda: any(ACTION_REOPEN in str(m.get("blocks")) for m in bot_messages(stack, ts)))
+    await click(stack, ts, ACTION_REOPEN, ticket.id)
+    reopened = await eventually(lambda: (rec := record(app, ticket.id)) and rec.round == 2 and rec.idle_at and rec)
+    assert reopened.key == "refund" and reopened.name == "refund" and reopened.satisfied
+    session_ids = {e["session_id"] for e in stack.agents.state.user_events if e["event"]["type"] == "user.define_outcome"}
+    outcomes = [e["event"] for e in stack.agents.state.user_events if e["event"]["type"] == "user.define_outcome"]
+    assert len(outcomes) == 2 and session_ids
+    assert outcomes[1]["description"].startswith("Ticket #") or outcomes[1]["description"].startswith("The ticket")
+    assert "# Refund answer rubric" in outcomes[1]["rubric"]["content"]
+    await eventually(lambda: any(t["title"].endswith("the refund rubric") and t["status"] == "complete"
+                                 for t in check_tasks(stack, ts)))
+
+
+async def test_grader_cost_in_the_ledger(stack: Stack) -> None:
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "Can I get a refund on my annual plan?")
+    ticket = await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
+    await eventually(lambda: (rec := record(app, ticket.id)) and rec.satisfied)
+    ledger = GraderLedger(app.services.redis, app.services.config.pricing)
+    totals = (await eventually(lambda: (t := app.run_coroutine(ledger.ticket_totals([ticket.id]))[ticket.id])
+                               and t.evaluations == 2 and t))
+    one = compute_cost(Usage(input_tokens=4000, output_tokens=600, cache_read_input_tokens=1000), MODEL,
+                       app.services.config.pricing).total_usd
+    assert totals.input_tokens == 8000 and totals.output_tokens == 1200
+    assert abs(totals.total_usd - 2 * one) < Decimal("0.000001")
+    day = app.run_coroutine(ledger.total(since=_today(), until=_today(), dim="channel", member=SUPPORT))
+    assert day.evaluations == 2 and day.tickets == 1
+
+
+def _today() -> Any:
+    from app.cost.ledger import utc_today
+
+    return utc_today()
