@@ -32,6 +32,9 @@ from app.sandbox.slack.state import Channel, StreamState
 
 def writable_channel(ctx: Ctx, ref: Any) -> Channel:
     st = ctx.state
+    # Slack: channel_not_found / is_archived / not_in_channel are documented by chat.postMessage and
+    # the stream methods (slack_methods.json). Where a caller's catalog lacks one (chat.update,
+    # chat.delete, assistant.threads.*), api.py's undocumented-error guard fails the test instead.
     ch = st.find_channel(ref if isinstance(ref, str) else None)
     if ch is None or (ch.is_private and ctx.caller not in ch.members):
         raise ApiError("channel_not_found")
@@ -43,6 +46,8 @@ def writable_channel(ctx: Ctx, ref: Any) -> Channel:
 
 
 def readable_channel(ctx: Ctx, ref: Any) -> Channel:
+    # Slack: conversations.history documents channel_not_found and not_in_channel; for methods whose
+    # catalog lacks not_in_channel the undocumented-error guard (api.py) applies.
     ch = ctx.state.find_channel(ref if isinstance(ref, str) else None)
     if ch is None or ((ch.is_private or ch.is_im) and ctx.caller not in ch.members):
         raise ApiError("channel_not_found")
@@ -53,7 +58,7 @@ def readable_channel(ctx: Ctx, ref: Any) -> Channel:
 
 def find_message(ctx: Ctx, channel: Channel, ts: Any) -> dict[str, Any]:
     msg = ctx.state.messages.get(channel.id, {}).get(str(ts or ""))
-    if msg is None:
+    if msg is None:  # Slack: message_not_found, documented by chat.update/delete/getPermalink/*Stream/reactions.*
         raise ApiError("message_not_found")
     return msg
 
@@ -73,6 +78,7 @@ def _page(items: list[dict[str, Any]], ctx: Ctx, default_limit: int) -> dict[str
         try:
             start = int(base64.b64decode(str(cursor)).decode().split(":", 1)[1])
         except (ValueError, IndexError):
+            # Slack: conversations.replies/history document invalid_cursor ("not valid or is no longer valid").
             raise ApiError("invalid_cursor") from None
     page = items[start:start + limit]
     more = start + limit < len(items)
@@ -140,6 +146,7 @@ def chat_update(ctx: Ctx) -> dict[str, Any]:
     ch = writable_channel(ctx, ctx.params.get("channel"))
     msg = find_message(ctx, ch, ctx.params.get("ts"))
     if msg.get("user") != ctx.caller:
+        # Slack: chat.update documents cant_update_message ("does not have permission to update this message").
         raise ApiError("cant_update_message")
     stream = ctx.state.streams.get((ch.id, msg["ts"]))
     if stream is not None and stream.status(ctx.state.stream_lifetime) == "streaming":
@@ -165,6 +172,7 @@ def chat_delete(ctx: Ctx) -> dict[str, Any]:
     ch = writable_channel(ctx, ctx.params.get("channel"))
     msg = find_message(ctx, ch, ctx.params.get("ts"))
     if msg.get("user") != ctx.caller:
+        # Slack: chat.delete documents cant_delete_message ("does not have permission to delete this message").
         raise ApiError("cant_delete_message")
     msgs = ctx.state.messages[ch.id]
     del msgs[msg["ts"]]
@@ -178,9 +186,9 @@ def chat_delete(ctx: Ctx) -> dict[str, Any]:
 def chat_post_ephemeral(ctx: Ctx) -> dict[str, Any]:
     st = ctx.state
     ch = writable_channel(ctx, ctx.params.get("channel"))
-    user = ctx.require("user", "user_not_found")
-    if user not in st.users:
-        raise ApiError("user_not_found")
+    user = ctx.require("user")
+    # Slack: chat.postEphemeral documents user_not_in_channel ("Intended recipient is not in the
+    # specified channel") and no user_not_found, so an unknown user is simply not in the channel.
     if user not in ch.members:
         raise ApiError("user_not_in_channel")
     check_content(ctx)
@@ -247,6 +255,8 @@ def _live_stream(ctx: Ctx) -> tuple[Channel, StreamState]:
     ch = writable_channel(ctx, ctx.params.get("channel"))
     ts = str(ctx.require("ts"))
     stream = ctx.state.streams.get((ch.id, ts))
+    # Slack: chat.appendStream/stopStream document message_not_in_streaming_state; a stream ends when
+    # stopped or after its ~5 min lifetime (docs/reference contracts.md: node-slack-sdk#2702, vercel/chat#637).
     if stream is None:
         find_message(ctx, ch, ts)
         raise ApiError("message_not_in_streaming_state")
@@ -258,8 +268,12 @@ def _live_stream(ctx: Ctx) -> tuple[Channel, StreamState]:
 def chat_start_stream(ctx: Ctx) -> dict[str, Any]:
     st = ctx.state
     ch = writable_channel(ctx, ctx.params.get("channel"))
+    # SDK: slack_sdk web/async_client.py chat_startStream takes `thread_ts: str` (required there, not in
+    # the API's required list); Slack: "Streamed messages should always be replies to a user request".
     thread_ts = str(ctx.require("thread_ts"))
     recipient_user, recipient_team = ctx.get("recipient_user_id"), ctx.get("recipient_team_id")
+    # Slack: chat.startStream recipient_* "Required when streaming to channels"; documents
+    # missing_recipient_user_id / missing_recipient_team_id / user_not_found.
     if not ch.is_im:
         if not recipient_user:
             raise ApiError("missing_recipient_user_id")
@@ -268,7 +282,7 @@ def chat_start_stream(ctx: Ctx) -> dict[str, Any]:
     if recipient_user and recipient_user not in st.users:
         raise ApiError("user_not_found")
     mode = ctx.get("task_display_mode", "timeline")
-    if mode not in ("timeline", "plan"):
+    if mode not in ("timeline", "plan"):  # Slack: chat.startStream task_display_mode enum [timeline, plan]
         raise ApiError("invalid_arguments")
     md, chunks = _stream_payload(ctx, "chat.startStream")
     ts = st.new_ts()
@@ -288,7 +302,7 @@ def chat_start_stream(ctx: Ctx) -> dict[str, Any]:
 def chat_append_stream(ctx: Ctx) -> dict[str, Any]:
     ch, stream = _live_stream(ctx)
     md, chunks = _stream_payload(ctx, "chat.appendStream")
-    if not md and not chunks:
+    if not md and not chunks:  # Slack: chat.appendStream documents no_text ("No message text provided")
         raise ApiError("no_text")
     _apply_stream(ctx, stream, md, chunks)
     stream.appends += 1
@@ -320,9 +334,10 @@ def set_status(ctx: Ctx) -> dict[str, Any]:
     ch = writable_channel(ctx, ctx.params.get("channel_id"))
     thread_ts = str(ctx.require("thread_ts"))
     status = ctx.params.get("status")
-    if status is None:
+    if status is None:  # Slack: setStatus lists `status` as required (generic invalid_arguments)
         raise ApiError("invalid_arguments")
     loading = ctx.params.get("loading_messages")
+    # Slack: setStatus loading_messages is an array, "Maximum of 10 messages".
     if loading is not None and (not isinstance(loading, list) or len(loading) > 10):
         raise ApiError("invalid_arguments")
     entry = {"channel": ch.id, "thread_ts": thread_ts, "status": status,
@@ -342,6 +357,7 @@ def assistant_ok(ctx: Ctx) -> dict[str, Any]:
 
 def _reaction_target(ctx: Ctx) -> tuple[dict[str, Any], str]:
     if not ctx.params.get("channel") or not ctx.params.get("timestamp"):
+        # Slack: reactions.add/remove document no_item_specified and invalid_name.
         raise ApiError("no_item_specified")
     ch = readable_channel(ctx, ctx.params["channel"])
     msg = find_message(ctx, ch, ctx.params["timestamp"])
@@ -358,7 +374,7 @@ def reactions_add(ctx: Ctx) -> dict[str, Any]:
     if r is None:
         r = {"name": name, "users": [], "count": 0}
         reactions.append(r)
-    if ctx.caller in r["users"]:
+    if ctx.caller in r["users"]:  # Slack: reactions.add documents already_reacted
         raise ApiError("already_reacted")
     r["users"].append(ctx.caller)
     r["count"] = len(r["users"])
@@ -369,7 +385,7 @@ def reactions_remove(ctx: Ctx) -> dict[str, Any]:
     msg, name = _reaction_target(ctx)
     reactions = msg.get("reactions", [])
     r = next((r for r in reactions if r["name"] == name), None)
-    if r is None or ctx.caller not in r["users"]:
+    if r is None or ctx.caller not in r["users"]:  # Slack: reactions.remove documents no_reaction
         raise ApiError("no_reaction")
     r["users"].remove(ctx.caller)
     r["count"] = len(r["users"])
@@ -385,7 +401,7 @@ def conversations_replies(ctx: Ctx) -> dict[str, Any]:
     ch = readable_channel(ctx, ctx.params.get("channel"))
     ts = str(ctx.require("ts", "thread_not_found"))
     msgs = ctx.state.messages.get(ch.id, {})
-    if ts not in msgs:
+    if ts not in msgs:  # Slack: conversations.replies documents thread_not_found ("Value for `ts` ... invalid")
         raise ApiError("thread_not_found")
     root = msgs[ts]
     thread_ts = root.get("thread_ts") or ts
@@ -411,7 +427,7 @@ def conversations_info(ctx: Ctx) -> dict[str, Any]:
     st = ctx.state
     ch = st.find_channel(ctx.get("channel"))
     if ch is None or ((ch.is_private or ch.is_im) and ctx.caller not in ch.members):
-        raise ApiError("channel_not_found")
+        raise ApiError("channel_not_found")  # Slack: conversations.info documents channel_not_found
     return {"channel": ch.to_api(ctx.caller, st.team_id)}
 
 
@@ -420,6 +436,8 @@ def conversations_join(ctx: Ctx) -> dict[str, Any]:
     ch = st.find_channel(ctx.get("channel"))
     if ch is None or (ch.is_private and ctx.caller not in ch.members):
         raise ApiError("channel_not_found")
+    # Slack: conversations.join documents channel_not_found, method_not_supported_for_channel_type
+    # ("This type of conversation cannot be used with this method") and is_archived.
     if ch.is_im or ch.is_private:
         raise ApiError("method_not_supported_for_channel_type")
     if ch.is_archived:
@@ -435,14 +453,14 @@ def conversations_join(ctx: Ctx) -> dict[str, Any]:
 
 def users_info(ctx: Ctx) -> dict[str, Any]:
     user = ctx.state.users.get(str(ctx.get("user", "")))
-    if user is None:
+    if user is None:  # Slack: users.info documents user_not_found
         raise ApiError("user_not_found")
     return {"user": user.to_api(ctx.state.team_id)}
 
 
 def usergroups_users_list(ctx: Ctx) -> dict[str, Any]:
     group = ctx.state.usergroups.get(str(ctx.get("usergroup", "")))
-    if group is None:
+    if group is None:  # Slack: usergroups.users.list documents no_such_subteam
         raise ApiError("no_such_subteam")
     return {"users": list(group["users"])}
 
@@ -451,6 +469,8 @@ def usergroups_users_list(ctx: Ctx) -> dict[str, Any]:
 
 
 def _check_view(ctx: Ctx) -> dict[str, Any]:
+    # SDK: slack_sdk models/views/__init__.py View: type required, title/submit/close <= 24,
+    # blocks <= 100, private_metadata <= 3000; views.* catalogs name none of these, so invalid_arguments.
     view = ctx.params.get("view")
     if not isinstance(view, dict) or not view.get("type"):
         raise ApiError("invalid_arguments")
@@ -485,6 +505,8 @@ def views_open(ctx: Ctx) -> dict[str, Any]:
     trigger_id = str(ctx.require("trigger_id", "invalid_trigger_id"))
     trig = ctx.state.triggers.get(trigger_id)
     if trig is not None:
+        # Slack: views.open documents exchanged_trigger_id / expired_trigger_id; a trigger_id lasts 3 s
+        # and is single-use (docs/reference slack-platform.md "Modals").
         if trig.get("used"):
             raise ApiError("exchanged_trigger_id")
         if time.monotonic() - trig["issued"] > TRIGGER_LIFETIME:
@@ -500,7 +522,7 @@ def views_update(ctx: Ctx) -> dict[str, Any]:
     if not view_id and ctx.get("external_id"):
         view_id = next((v["id"] for v in st.views.values()
                         if v.get("external_id") == ctx.get("external_id")), None)
-    if not view_id or view_id not in st.views:
+    if not view_id or view_id not in st.views:  # Slack: views.update documents not_found and hash_conflict
         raise ApiError("not_found")
     if ctx.get("hash") and ctx.get("hash") != st.views[view_id]["hash"]:
         raise ApiError("hash_conflict")
@@ -510,13 +532,11 @@ def views_update(ctx: Ctx) -> dict[str, Any]:
 
 
 def views_publish(ctx: Ctx) -> dict[str, Any]:
-    # views.publish documents no error for a missing or unknown user (slack_methods.json):
-    # Slack's generic invalid_arguments.
+    # Slack: views.publish lists user_id as required (a missing one is the generic invalid_arguments);
+    # it documents no error for an unknown user, so none is made up here.
     user_id = str(ctx.require("user_id"))
-    if user_id not in ctx.state.users:
-        raise ApiError("invalid_arguments")
     view = _check_view(ctx)
-    if view.get("type") != "home":
+    if view.get("type") != "home":  # Slack: views.publish takes a `publishable-view` (a Home tab)
         raise ApiError("invalid_arguments")
     existing = next((v["id"] for v in ctx.state.views.values()
                      if v.get("type") == "home" and v.get("user_id") == user_id), None)
