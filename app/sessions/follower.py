@@ -26,6 +26,7 @@ from app.render.base import Renderer
 from app.sessions import resources
 from app.sessions.cursor import Cursor, StaleLease
 from app.sessions.memory import session_resources
+from app.sessions.outcome_record import events_for, request_text
 from app.tickets.inbox_signal import FALLBACK_POLL_SECONDS
 from app.tickets.model import InboxMessage, Ticket, TicketState
 from app.tickets.store import TicketStore
@@ -303,8 +304,8 @@ class SessionFollower:
         self._handed.add(event.id)
         if seen:
             return
-        if etype.startswith("user."):
-            pass  # our own messages echoed back: nothing to show
+        if etype.startswith("user.") and etype != "user.define_outcome":
+            pass  # our own messages echoed back: nothing to show (an outcome's echo names its id)
         else:
             await self.renderer.event(self.ticket, event, replay=replay)
             hook = self.hooks.get(etype)
@@ -435,21 +436,23 @@ class SessionFollower:
             log.info("message already reached the session", extra={**self.log_extra, "slack_ts": message.ts})
             return
         await self.store.redis.set(in_flight, "1", ex=7 * 24 * 3600)
+        # A user.message, or the user.define_outcome that starts an outcome round (issue 18).
+        events = await events_for(self.store.redis, self.config, self.ticket, message)
         begin_turn = getattr(self.renderer, "begin_turn", None)
         if begin_turn is not None:
             await begin_turn(self.ticket, message.user_id)
         await self.client.with_options(max_retries=0).beta.sessions.events.send(
             session_id,
-            events=[{"type": "user.message", "content": [{"type": "text", "text": message.text}]}],
+            events=events,  # type: ignore[arg-type]
         )
         log.info("message sent to session", extra={**self.log_extra, "slack_ts": message.ts})
 
     async def _session_has(self, session_id: str, message: InboxMessage) -> bool:
         """Whether the session holds this message more often than we know we delivered it."""
         page = await self.client.beta.sessions.events.list(
-            session_id, order="desc", limit=100, types=["user.message"]
+            session_id, order="desc", limit=100, types=["user.message", "user.define_outcome"]
         )
-        in_session = sum(1 for e in page.data if _event_text(e) == message.text)
+        in_session = sum(1 for e in page.data if (request_text(e) or _event_text(e)) == message.text)
         delivered = await self.store.count_sent_with_text(self.ticket.id, message.text)
         return in_session > delivered
 
