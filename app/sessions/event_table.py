@@ -28,6 +28,10 @@ HANDLED: dict[str, str] = {
     "session.deleted": "ticket failed (follower)",
     "session.error": "a note; terminal errors fail the ticket (renderer, follower)",
     "session.usage": "cost ledger (sessions.cost_hooks)",
+    "user.define_outcome": "our outcome echoed back: its outcome_id and time (sessions.outcomes, render.outcome_tasks)",
+    "span.outcome_evaluation_start": "a check task in the timeline (render.outcome_tasks)",
+    "span.outcome_evaluation_end": "the check's verdict; drafts released or handed to a person; grader cost"
+    " (render.outcome_tasks, sessions.outcomes, cost.grader)",
     "event_start": "preview of an agent.message (renderer.delta)",
     "event_delta": "preview text (renderer.delta)",
 }
@@ -38,7 +42,6 @@ IGNORED: dict[str, str] = {
     "user.interrupt": "our own Stop echoed back",
     "user.tool_confirmation": "our own approval echoed back",
     "user.custom_tool_result": "our own tool result echoed back",
-    "user.define_outcome": "our own outcome echoed back (outcomes not yet used)",
     "user.tool_result": "our own tool result echoed back",
     "system.message": "our own system message echoed back",
     "agent.thread_message_received": "multiagent threads not shown yet (DESIGN: specialists); our agent has none",
@@ -55,9 +58,7 @@ IGNORED: dict[str, str] = {
     "span.model_request_start": "timing only; usage comes from session.usage",
     "span.model_request_end": "follower: nothing (usage comes from session.usage). Renderer (issue 15"
     " item 2, being rewritten): an is_error end closes that attempt's preview, whose text must go",
-    "span.outcome_evaluation_start": "outcomes not yet used",
-    "span.outcome_evaluation_ongoing": "outcomes not yet used",
-    "span.outcome_evaluation_end": "outcomes not yet used",
+    "span.outcome_evaluation_ongoing": "the grader's heartbeat; its start and end are what is shown (issue 18)",
     "workflow_run.created": "workflows not used by this app",
     "workflow_run.status_running": "workflows not used by this app",
     "workflow_run.status_idle": "workflows not used by this app",
