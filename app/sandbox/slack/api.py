@@ -364,6 +364,8 @@ class SlackEmulator:
         self, method: str, params: dict[str, Any], token: str | None, bad_body: str | None,
     ) -> tuple[int, dict[str, Any], int | None, list[tuple[str, dict[str, Any]]]]:
         st = self.state
+        # Slack: not_authed / invalid_auth / invalid_post_type are Web API common errors (contract.py
+        # GENERIC_ERRORS); invalid_json for a malformed JSON body is unsourced (docs/emulator-rules.md).
         if not token:
             return 200, {"ok": False, "error": "not_authed"}, None, []
         with st.lock:
@@ -378,12 +380,12 @@ class SlackEmulator:
                     1 if fault.status == 429 else None)
                 return fault.status, {"ok": False, "error": fault.error}, retry, []
             handler = METHODS.get(method)
-            if handler is None:
+            if handler is None:  # Slack: unknown_method (Web API basics) for a method not served here
                 return 200, {"ok": False, "error": "unknown_method"}, None, []
             channel = params.get("channel") or params.get("channel_id")
             ch = st.find_channel(channel if isinstance(channel, str) else None)
             retry_after = st.limiter.check(st.team_id, method, ch.id if ch else str(channel))
-            if retry_after is not None:
+            if retry_after is not None:  # Slack: rate-limits guide: HTTP 429, error ratelimited, Retry-After
                 return 429, {"ok": False, "error": "ratelimited"}, retry_after, []
             ctx = Ctx(st, caller, params)
             try:

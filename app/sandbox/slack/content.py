@@ -49,6 +49,7 @@ class Ctx:
     def require(self, key: str, error: str | None = None) -> Any:
         value = self.params.get(key)
         if value in (None, ""):
+            # Slack: a missing required argument is the generic invalid_arguments (contract.py GENERIC_ERRORS).
             why = f"[ERROR] missing required field: {key}"
             raise ApiError(error or "invalid_arguments", response_metadata={"messages": [why]})
         return value
@@ -92,7 +93,11 @@ def _invalid_blocks(why: str) -> ApiError:
 
 def _check_select(menu: dict[str, Any], where: str) -> None:
     """Slack's static_select limits: 1-100 options, text up to 75 and value up to 150
-    characters, and an initial option that is one of the options."""
+    characters, and an initial option that is one of the options.
+
+    SDK: slack_sdk models/blocks/block_elements.py StaticSelectElement (options_max_length 100;
+    initial_option "exactly matches one of the options"), basic_components.py Option (label 75,
+    value 150). The minimum of 1 option is unsourced (kept; docs/emulator-rules.md)."""
     options = menu.get("options") or []
     if not 1 <= len(options) <= 100:
         raise _invalid_blocks(f"must have 1 to 100 options {where}/options")
@@ -105,6 +110,12 @@ def _check_select(menu: dict[str, Any], where: str) -> None:
 
 
 def check_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[dict[str, Any]]:
+    # Slack: invalid_blocks_format "is not a valid JSON object or doesn't match the Block Kit syntax",
+    # invalid_blocks, msg_blocks_too_long (chat.postMessage catalog). Limits: 50 blocks a message
+    # (slack-platform.md section 14 [docs]), 100 in a view (slack_sdk View.blocks_max_length); per block
+    # slack_sdk models/blocks/blocks.py: block_id 255, SectionBlock text 3000 / fields 10 x 2000,
+    # HeaderBlock 150, Actions 25 / Context 10 / ContextActions 5 elements, action_id 255
+    # (block_elements.py); markdown blocks 12,000 in total (slack-platform.md section 6 [docs, issue]).
     if isinstance(blocks, _Invalid) or not isinstance(blocks, list):
         raise ApiError("invalid_blocks_format")
     if len(blocks) > max_blocks:
@@ -147,6 +158,9 @@ def check_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[dict[str,
 
 
 def check_chunks(chunks: Any) -> list[dict[str, Any]]:
+    # Slack: the stream methods document invalid_chunks; shapes from slack_sdk models/messages/chunk.py
+    # (MarkdownTextChunk text, TaskUpdateChunk id/title/status in pending|in_progress|complete|error,
+    # PlanUpdateChunk title, BlocksChunk blocks).
     if not isinstance(chunks, list):
         raise ApiError("invalid_chunks")
     for chunk in chunks:
@@ -175,6 +189,8 @@ def check_content(ctx: Ctx, *, need_content: bool = True) -> None:
     """Slack's content rules for chat.postMessage / chat.update / chat.postEphemeral."""
     text, md = ctx.params.get("text"), ctx.params.get("markdown_text")
     blocks = ctx.params.get("blocks")
+    # Slack: markdown_text_conflict ("cannot be used in conjunction with `blocks` or `text`") and
+    # no_text are documented by chat.postMessage/update/postEphemeral; msg_too_long by update/postEphemeral.
     if md is not None and (text or blocks):
         raise ApiError("markdown_text_conflict")
     if need_content and not (text or md or blocks or ctx.params.get("attachments")):

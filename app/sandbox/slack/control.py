@@ -153,6 +153,8 @@ def control_routes(emu: SlackEmulator) -> list[Route]:
             body = json.loads(form.get("payload", "{}"))
         with st.lock:
             context = st.response_urls.get(rid)
+            # Slack: a response_url takes up to 5 responses within 30 minutes (docs.slack.dev
+            # interactivity/handling-user-interaction); the 404 bodies' wording is the emulator's own.
             if context is None:
                 return PlainTextResponse("no_such_url", status_code=404)
             uses = context["uses"] = context.get("uses", 0) + 1
