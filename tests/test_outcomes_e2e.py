@@ -27,6 +27,7 @@ from app.sandbox.stack import Stack
 from app.sessions import outcome_record
 from app.slack.blocks import ACTION_REOPEN, ACTION_RESOLVE
 from app.tickets.model import Ticket, TicketState
+from app.trace.build import build_trace
 from tests.support import eventually
 
 SUPPORT = "C0001"
@@ -211,6 +212,16 @@ async def test_needs_revision_then_satisfied(stack: Stack) -> None:
     evaluations = app.run_coroutine(outcome_record.evaluations(app.services.redis, ticket.id))
     assert [(e.iteration, e.result) for e in evaluations] == [(0, "needs_revision"), (1, "satisfied")]
     assert evaluations[0].input_tokens == GRADER["input_tokens"]
+    # The trace shows each evaluation: iteration, result, explanation, the grader's usage.
+    trace = app.run_coroutine(build_trace(app.services.anthropic, app.services.store, ticket, app.services.scrubber))
+    checks = [e for e in trace.entries if e.detail.get("type") == "span.outcome_evaluation_end"]
+    assert [(e.detail["iteration"], e.detail["result"]) for e in checks] == [(0, "needs_revision"), (1, "satisfied")]
+    assert checks[0].detail["explanation"] == "no refund window given"
+    assert checks[0].detail["usage"]["input_tokens"] == GRADER["input_tokens"]
+    assert checks[0].summary == ("outcome check 1: needs_revision · grader 4,000 in / 600 out tokens: "
+                                 "no refund window given")
+    [asked] = [e for e in trace.entries if e.summary.startswith("(outcome defined)")]
+    assert asked.detail["text"] == "Can I get a refund on my annual plan?" and asked.detail["max_iterations"] == 3
 
 
 async def test_max_iterations_hands_the_ticket_to_a_person_with_the_explanation(stack: Stack) -> None:

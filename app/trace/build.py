@@ -26,6 +26,7 @@ from app.cost.model import Usage, format_duration, format_tokens, format_usd
 from app.names import Names
 from app.observability.scrub import Scrubber
 from app.sessions.memory import add_to_trace as memory_trace
+from app.sessions.outcome_record import SPEC as OUTCOME_SPEC
 from app.tickets.model import Ticket, TicketState, Transition
 from app.tickets.store import TicketStore
 from app.trace import model as k
@@ -357,7 +358,7 @@ class _Assembler:
         if etype == "session.usage" and ev.get("usage"):
             self.usage_at_turn[turn if turn is not None else self.turn] = Usage.from_sdk(ev.get("usage"))
             return
-        if etype in SILENT or etype.startswith("span."):
+        if etype in SILENT or (etype.startswith("span.") and etype != "span.outcome_evaluation_end"):
             return
         if etype == SESSION_STARTED:
             self.session_no += 1
@@ -367,13 +368,18 @@ class _Assembler:
                 summary=f"agent session {sid}" + (" (a new session after a Reopen)" if self.session_no > 1 else ""),
             ))
             return
-        if etype == "user.message":
-            text = self.s.text(content_text(ev.get("content")))
+        if etype in ("user.message", "user.define_outcome"):
+            # A round's first message goes as an outcome (issue 18): its request, and the rubric's limit.
+            outcome = etype == "user.define_outcome"
+            raw = str(ev.get("description") or "").rpartition(OUTCOME_SPEC)[0] if outcome else None
+            text = self.s.text(raw or str(ev.get("description") or "") if outcome else content_text(ev.get("content")))
             queued = ev.get("processed_at") is None
+            extra = {"outcome_id": ev.get("outcome_id"), "max_iterations": ev.get("max_iterations")} if outcome else {}
             self.add(at, k.TraceEntry(
                 kind=k.USER_MESSAGE, turn=turn if turn is not None else self.turn + 1, event_id=eid,
-                summary=("(queued) " if queued else "") + one_line(text, SUMMARY_CHARS),
-                detail={"text": clip(text, TEXT_CHARS), "queued": queued},
+                summary=("(queued) " if queued else "") + ("(outcome defined) " if outcome else "")
+                + one_line(text, SUMMARY_CHARS),
+                detail={"text": clip(text, TEXT_CHARS), "queued": queued, **extra},
             ))
         elif etype == "agent.message":
             text = self.s.text(content_text(ev.get("content")))
@@ -545,7 +551,12 @@ class _Assembler:
         elif etype == "agent.thread_context_compacted":
             summary = "context compacted"
         elif etype == "span.outcome_evaluation_end":
-            summary = f"outcome evaluation: {detail.get('result')}"
+            # Each evaluation: iteration, result, explanation, the grader's usage (issue 18).
+            usage = detail.get("usage") or {}
+            summary = (f"outcome check {int(detail.get('iteration') or 0) + 1}: {detail.get('result')}"
+                       f" · grader {usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out tokens")
+            if detail.get("explanation"):
+                summary += f": {one_line(str(detail['explanation']), 300)}"
         self.add(at, k.TraceEntry(
             kind=k.SESSION, turn=turn, event_id=ev.get("id"), summary=summary, detail={"type": etype, **detail},
         ))
