@@ -122,6 +122,8 @@ async def json_body(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except ValueError as exc:
+        # Every params TypedDict is a JSON object; a bad body is a 400 invalid_request_error
+        # (reference digest managed-agents-api.md section 17: error body and SDK BadRequestError).
         raise ApiError(400, "the request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -292,7 +294,7 @@ def create_app(state: EmulatorState) -> Starlette:
             prepare_agent_body(state, body, p(request, "agent_id"))
             return state.update_agent(p(request, "agent_id"), body)
         version = request.query_params.get("version")
-        if version is not None and not version.isdigit():
+        if version is not None and not version.isdigit():  # SDK agent_retrieve_params.version: int, "at least 1"
             raise ApiError(400, "version must be an integer")
         return state.agent_version(p(request, "agent_id"), int(version) if version else None)
 
@@ -529,6 +531,7 @@ def create_app(state: EmulatorState) -> Starlette:
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
+        # An unknown path or method: 404 not_found_error / 405, in Anthropic's error body (SDK _exceptions.py).
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         message = {404: "not found", 405: "method not allowed"}.get(status, f"emulator error: {exc!r}")
         return error_response(ApiError(status, message), _request_id(request.scope))

@@ -57,7 +57,7 @@ def rfc3339(moment: datetime) -> str:
 def parse_time(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.replace(" ", "+"))
-    except ValueError as exc:
+    except ValueError as exc:  # SDK: list params created_at[gt|gte|lt|lte]: Union[str, datetime] (RFC 3339)
         raise ApiError(400, f"invalid timestamp: {value!r}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -114,6 +114,8 @@ def not_found(kind: str, ident: str, error_code: str | None = None) -> ApiError:
 
 def need_str(body: dict[str, Any], key: str, *, max_len: int | None = None) -> str:
     value = body.get(key)
+    # SDK: Required[str] fields; non-empty is documented for names ("Must be non-empty", "1-255
+    # characters"), for other fields the empty-string refusal is unsourced (docs/emulator-rules.md).
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"{key}: a non-empty string is required")
     if max_len is not None and len(value) > max_len:
@@ -199,6 +201,7 @@ def parse_limit(value: str | None, default: int, maximum: int | None) -> int:
         limit = int(value)
     except ValueError as exc:
         raise ApiError(400, "limit: an integer is required") from exc
+    # SDK: the maximum from the docstrings; the minimum of 1 is unsourced (docs/emulator-rules.md).
     if limit < 1 or (maximum is not None and limit > maximum):
         raise ApiError(400, f"limit: must be between 1 and {maximum}")
     return limit
@@ -245,6 +248,7 @@ def _policy(value: Any, default: str) -> dict[str, str]:
     if value is None:
         return {"type": default}
     policy = need_dict(value, "permission_policy")
+    # SDK: beta_managed_agents_{always_allow,always_ask,auto}_policy_param.py type Literal
     if policy.get("type") not in POLICIES:
         raise ApiError(400, f"permission_policy.type: one of {', '.join(POLICIES)}")
     return {"type": policy["type"]}
@@ -258,6 +262,7 @@ def normalize_model(value: Any) -> dict[str, Any]:
     effort = model.get("effort")
     if isinstance(effort, str):
         effort = {"type": effort}
+    # SDK: beta_managed_agents_model_config_params.py effort Literal low..max, speed Literal standard|fast
     if effort is not None and (not isinstance(effort, dict) or effort.get("type") not in EFFORTS):
         raise ApiError(400, f"model.effort: one of {', '.join(EFFORTS)}")
     speed = model.get("speed") or "standard"
@@ -337,6 +342,7 @@ def _normalize_tool(raw: Any) -> dict[str, Any]:
                 "required": schema.get("required"),
             },
         }
+    # SDK: agent_create_params.Tool = agent_toolset_20260401 | mcp_toolset | custom params
     raise ApiError(400, f"tools[].type: unknown tool type {kind!r}")
 
 
@@ -349,7 +355,7 @@ def normalize_mcp_servers(value: Any) -> list[dict[str, Any]]:
     servers = []
     for raw in need_list(value or [], "mcp_servers"):
         server = need_dict(raw, "mcp_servers[]")
-        if server.get("type", "url") != "url":
+        if server.get("type", "url") != "url":  # SDK: beta_managed_agents_url_mcp_server_params type Literal["url"]
             raise ApiError(400, "mcp_servers[].type must be url")
         servers.append({"type": "url", "name": need_str(server, "name", max_len=255), "url": need_str(server, "url")})
     names = [s["name"] for s in servers]
@@ -376,6 +382,7 @@ def normalize_skills(value: Any) -> list[dict[str, Any]]:
     skills = []
     for raw in need_list(value or [], "skills"):
         skill = need_dict(raw, "skills[]")
+        # SDK: beta_managed_agents_{anthropic,custom}_skill_params.py: type Literal, skill_id Required
         if skill.get("type") not in ("anthropic", "custom"):
             raise ApiError(400, "skills[].type: anthropic or custom")
         skills.append(
@@ -396,6 +403,7 @@ def normalize_identity(value: Any) -> dict[str, Any]:
         return {"type": "service_account"}
     if identity.get("type") == "aws_role":
         return {"type": "aws_role", "role_arn": need_str(identity, "role_arn")}
+    # SDK: BetaManagedAgentsExecutionIdentityParams = service_account | aws_role (role_arn Required)
     raise ApiError(400, "execution_identity.type: service_account or aws_role")
 
 
@@ -442,7 +450,7 @@ def update_agent(current: dict[str, Any], body: dict[str, Any], now: str) -> dic
     """The next version of `current` after `body`, or None when nothing would change."""
     updated = dict(current)
     if "name" in body:
-        updated["name"] = need_str(body, "name", max_len=256)
+        updated["name"] = need_str(body, "name")  # SDK agent_update_params: "Must be non-empty"; no maximum
     if "model" in body:
         updated["model"] = normalize_model(body["model"])
     for key in ("description", "system"):
@@ -526,6 +534,7 @@ def _networking(value: Any, current: dict[str, Any] | None = None) -> dict[str, 
                 net.get("allow_package_managers", base.get("allow_package_managers", False))
             ),
         }
+    # SDK: beta_cloud_config_params.Networking = BetaUnrestrictedNetworkParam | BetaLimitedNetworkParams
     raise ApiError(400, "config.networking.type: unrestricted or limited")
 
 
@@ -554,7 +563,7 @@ def environment_config(value: Any, current: dict[str, Any] | None = None) -> dic
         raise ApiError(400, "config.type cannot change", error_code="invalid_config_type_change")
     if kind == "self_hosted":
         return {"type": "self_hosted"}
-    if kind != "cloud":
+    if kind != "cloud":  # SDK: environment_create_params.Config = BetaCloudConfigParams | BetaSelfHostedConfigParams
         raise ApiError(400, "config.type: cloud or self_hosted")
     result: dict[str, Any] = {
         "type": "cloud",
@@ -594,6 +603,7 @@ def normalize_url(url: str) -> str:
 
 def _refresh_public(refresh: dict[str, Any]) -> dict[str, Any]:
     auth = need_dict(refresh.get("token_endpoint_auth") or {"type": "none"}, "token_endpoint_auth")
+    # SDK: vaults/beta_managed_agents_token_endpoint_auth_{none,basic,post}_param.py type Literal
     if auth.get("type") not in ("none", "client_secret_basic", "client_secret_post"):
         raise ApiError(400, "token_endpoint_auth.type: none, client_secret_basic or client_secret_post")
     return {
@@ -660,7 +670,7 @@ def credential_auth(
             net = {"type": "limited", "allowed_hosts": list(need_list(net.get("allowed_hosts"), "allowed_hosts"))}
         elif net.get("type") == "unrestricted":
             net = {"type": "unrestricted"}
-        else:
+        else:  # SDK: vaults/beta_managed_agents_{unrestricted,limited}_credential_networking_params.py
             raise ApiError(400, "auth.networking.type: unrestricted or limited")
         base_location = (current_public and current_public["injection_location"]) or {
             "header": True,
@@ -676,6 +686,7 @@ def credential_auth(
                 "body": bool(location.get("body", base_location["body"])),
             },
         }, secret
+    # SDK: vaults/credential_create_params.Auth = mcp_oauth | static_bearer | environment_variable
     raise ApiError(400, "auth.type: static_bearer, mcp_oauth or environment_variable")
 
 

@@ -296,8 +296,9 @@ class EmulatorState(ResourceStore):
         amount = cost.get("amount")
         if isinstance(amount, int) and not isinstance(amount, bool):
             amount = str(amount)
-        if not isinstance(amount, str) or not amount.isdigit() or int(amount) < 1:
-            raise ApiError(400, "budget.max_list_cost.amount: a positive integer string of cents")
+        # SDK beta_monetary_amount_param.amount: "an integer decimal string with no leading zeros" (no minimum).
+        if not isinstance(amount, str) or not amount.isdigit():
+            raise ApiError(400, "budget.max_list_cost.amount: an integer string of cents")
         if cost.get("currency", "USD") != "USD":
             raise ApiError(400, "budget.max_list_cost.currency must be USD")
         return {"type": "limit", "max_list_cost": {"amount": str(int(amount)), "currency": "USD"}}
@@ -357,7 +358,7 @@ class EmulatorState(ResourceStore):
         elif isinstance(ref, dict) and ref.get("type") in ("agent", "agent_with_overrides"):
             agent_id = need_str(ref, "id")
             version = ref.get("version")
-            if version is not None and not isinstance(version, int):
+            if version is not None and not isinstance(version, int):  # SDK BetaManagedAgentsAgentParams.version: int
                 raise ApiError(400, "agent.version must be an integer")
             if ref["type"] == "agent_with_overrides":
                 overrides = {k: v for k, v in ref.items() if k not in ("type", "id", "version")}
@@ -409,7 +410,9 @@ class EmulatorState(ResourceStore):
 
     def update_session(self, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
         session = self._session(session_id)
-        if session.status == "terminated":  # SDK sessions.update: "Allowed in any non-terminated status"
+        if session.status == "terminated" and "budget" in body:
+            # SDK session_update_params.budget: "Allowed in any non-terminated status" (the only field
+            # documented so; title and metadata updates of a terminated session are not refused).
             raise ApiError(400, "session is terminated")
         if "vault_ids" in body:  # SDK sessions.update vault_ids docstring: "Not yet supported"
             raise ApiError(400, "vault_ids: updating vaults is not yet supported")
@@ -514,9 +517,7 @@ class EmulatorState(ResourceStore):
         if session_id in self.deleted_sessions:
             raise not_found("session", session_id)
         session = self._session(session_id)
-        events = need_list(body.get("events"), "events")
-        if not events:  # SDK SessionEventSendParams: events Required[Iterable[...]] (something to send)
-            raise ApiError(400, "events: at least one event")
+        events = need_list(body.get("events"), "events")  # SDK event_send_params: events Required[Iterable]
         for event in events:
             need_dict(event, "events[]")
         return {"data": copy.deepcopy(session.accept(events))}

@@ -86,7 +86,7 @@ def _flag(query: QueryLike, key: str) -> bool:
 
 def _order(query: QueryLike, default: str) -> str:
     order = query.get("order") or default
-    if order not in ("asc", "desc"):
+    if order not in ("asc", "desc"):  # SDK session_list_params / sessions/event_list_params: order Literal
         raise ApiError(400, "order: asc or desc")
     return str(order)
 
@@ -204,7 +204,7 @@ class ResourceStore:
         self._check_env_name(name)
         now = self.now()
         scope = body.get("scope") or "organization"
-        if scope not in ("organization", "account"):
+        if scope not in ("organization", "account"):  # SDK environment_create_params.scope Literal
             raise ApiError(400, "scope: organization or account")
         env: dict[str, Any] = {
             "id": self.new_id("env"),
