@@ -531,7 +531,6 @@ class SessionRuntime:
             if rubric["type"] == "file" and not isinstance(rubric.get("file_id"), str):
                 raise ApiError(400, "user.define_outcome: a file rubric needs file_id")
             iterations = raw.get("max_iterations")
-            # The minimum of 1 is unsourced (docs/emulator-rules.md); "max 20" is the SDK's.
             if iterations is not None and (not isinstance(iterations, int) or not 1 <= iterations <= 20):
                 raise ApiError(400, "user.define_outcome: max_iterations is at most 20")
         elif kind == "user.tool_result":
