@@ -24,6 +24,10 @@ SCENARIO = {"rules": [
         {"memory": "write", "path": "/setup.md", "content": FACT},
         {"message": "Noted."},
     ]},
+    {"match": "(?i)moved", "steps": [
+        {"memory": "write", "path": "/setup.md", "content": "Acme moved to Azure AD"},
+        {"message": "Updated."},
+    ]},
     {"match": "(?i)recall", "steps": [
         {"memory": "read", "path": "/setup.md"},
         {"message": "From memory: {last_tool_result}"},
@@ -31,11 +35,14 @@ SCENARIO = {"rules": [
 ]}
 
 
-def memory_config(tmp_path: Path) -> Path:
+def memory_config(tmp_path: Path, **extra: Any) -> Path:
     data = yaml.safe_load((ROOT / "support-agent.yml").read_text())
+    data["slack"]["staff"] = {"users": ["U0001"], "usergroups": []}
     data["customers"] = {"acme": {"name": "Acme Corp", "channels": [ACME]}}
     data["environments"]["customers"]["memory"] = {"product": {}, "customers": {}}
     data["environments"]["internal"]["memory"] = {"product": {}}
+    for env, settings in extra.items():
+        data["environments"][env]["memory"].update(settings)
     path = tmp_path / "support-agent.yml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -100,7 +107,8 @@ async def test_a_customers_fact_reaches_only_that_customers_next_ticket(fresh_re
         i_stores = session_stores(stack, i1.session_id)
         assert customer.store_id not in i_stores and list(i_stores.values()) == ["read_only"]  # product only
         assert product.store_id not in i_stores  # each environment has its own product store
-        names = {s["id"]: s["name"] for s in stack.agents.state.call(lambda: list(stack.agents.state.memory.stores.values()))}
+        emulated = stack.agents.state
+        names = {s["id"]: s["name"] for s in emulated.call(lambda: list(emulated.memory.stores.values()))}
         assert names[customer.store_id] == "customer Acme Corp"
 
         # What each ticket read and wrote, and who taught it.

@@ -70,6 +70,7 @@ class Parsed:
 _SUBCOMMANDS = {"status", "cost", "help"}
 _RESERVED = re.compile(r"^(trace|status|cost|help)\s+#?\d+$", re.IGNORECASE)
 _TRACE = re.compile(r"^trace\s+(\S+)$", re.IGNORECASE)
+_MEMORY = re.compile(r"^memory(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL)  # staff: app/slack/memory.py
 
 
 def parse(text: str, max_chars: int) -> Parsed:
@@ -81,6 +82,8 @@ def parse(text: str, max_chars: int) -> Parsed:
         return Parsed(word)
     if trace := _TRACE.match(text):
         return Parsed("trace", trace.group(1))
+    if memory := _MEMORY.match(text):
+        return Parsed("memory", memory.group(1) or "")
     if word == "trace" or _RESERVED.match(text):
         return Parsed("unknown", text.split()[0])
     if len(text) > max_chars:
@@ -177,6 +180,10 @@ class SupportCommand:
                 from app.slack.trace import trace_command
 
                 await trace_command(self.services, command, parsed.text, respond)
+            elif parsed.kind == "memory":
+                from app.slack.memory import memory_command
+
+                await memory_command(self.services, command, parsed.text, respond)
         except Exception:
             if parsed.kind == "question":  # not handled after all: a retry must be able to redo it
                 with contextlib.suppress(Exception):
@@ -295,3 +302,6 @@ def register(bolt: AsyncApp, services: Services) -> None:
         await handler.work(command, respond)
 
     bolt.command(COMMAND)(ack=ack_support, lazy=[run_support])
+    from app.slack.memory import register as register_memory
+
+    register_memory(bolt, services)  # Forget / Correct on App Home (issue 19)

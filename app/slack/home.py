@@ -33,6 +33,7 @@ from app.cost.slack import MAX_VIEW_BLOCKS, cost_home_blocks, home_summary
 from app.render.slack_text import escape, neutralise_mentions
 from app.runtime import Services
 from app.slack.blocks import ACTION_TRACE, section
+from app.slack.memory import home_blocks as memory_home_blocks
 from app.slack.permalinks import permalinks
 from app.slack.permissions import is_admin, is_staff
 from app.tickets.model import ACTIVE_STATES, Ticket, TicketState
@@ -289,11 +290,12 @@ async def build_home(services: Services, user_id: str, team_id: str | None = Non
     if admin:
         summary = await home_summary(CostLedger(services.redis, config.pricing))
         prefix = [*cost_home_blocks(summary), {"type": "divider"}]
-    room = MAX_VIEW_BLOCKS - len(prefix)
+    memory = await memory_home_blocks(services, user_id)  # what the agent remembers (issue 19)
+    room = MAX_VIEW_BLOCKS - len(prefix) - len(memory)
     tickets = await candidate_tickets(services.store, chosen, team_id)
     shown = [t for part in layout(tickets, chosen.status, room) for t in part.shown]
     rows = await ticket_rows(services, shown)
-    return {"type": "home", "blocks": prefix + ticket_blocks(tickets, chosen, rows, room=room)}
+    return {"type": "home", "blocks": prefix + ticket_blocks(tickets, chosen, rows, room=room) + memory}
 
 
 async def publish_home(services: Services, user_id: str, team_id: str | None = None) -> None:
