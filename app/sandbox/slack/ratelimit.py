@@ -37,17 +37,18 @@ class MethodLimit:
 
 
 def default_method_limits() -> dict[str, MethodLimit]:
+    # Slack: tiers from contracts/slack_methods.json `rate_limits` (docs.slack.dev method pages).
+    # "Special" methods whose numbers are not published (auth.test, chat.getPermalink,
+    # assistant.threads.setStatus) are not limited; reactions.remove is documented t2, kept at t3 (looser).
     t2, t3, t4 = MethodLimit.tier(2), MethodLimit.tier(3), MethodLimit.tier(4)
     return {
         "chat.postMessage": MethodLimit(60.0, burst=3.0, per_channel=True),
         "chat.update": t3,
         "chat.delete": t3,
         "chat.postEphemeral": t4,
-        "chat.getPermalink": t4,
         "chat.startStream": t2,
         "chat.appendStream": t4,
         "chat.stopStream": t2,
-        "assistant.threads.setStatus": t3,
         "reactions.add": t3,
         "reactions.remove": t3,
         "conversations.replies": t3,
@@ -59,7 +60,6 @@ def default_method_limits() -> dict[str, MethodLimit]:
         "views.open": t4,
         "views.update": t4,
         "views.publish": t4,
-        # auth.test is "special" and generous: not limited here.
     }
 
 
