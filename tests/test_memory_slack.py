@@ -123,3 +123,15 @@ async def test_forget_by_command_and_clear_errors(fresh_redis_url: str, tmp_path
         refused = await command(stack, STAFF, f"memory correct memver_{version} new text")
         assert "redacted or a deletion" in refused
         assert "`/support memory #42`" in await command(stack, STAFF, "memory")
+
+
+def test_only_memory_subcommands_are_taken_from_questions() -> None:
+    from app.slack.commands import parse
+
+    for text, rest in (
+        ("memory", ""), ("memory #2", "#2"), ("memory T0001#3", "T0001#3"),
+        ("memory forget memver_x", "forget memver_x"), ("memory correct memver_x a b", "correct memver_x a b"),
+    ):
+        assert parse(text, 4000).kind == "memory" and parse(text, 4000).text == rest
+    for question in ("memory leak after upgrade", "Memory usage is high?", "memory forget my password"):
+        assert parse(question, 4000).kind == "question"

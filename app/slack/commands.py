@@ -70,6 +70,13 @@ class Parsed:
 _SUBCOMMANDS = {"status", "cost", "help"}
 _RESERVED = re.compile(r"^(trace|status|cost|help)\s+#?\d+$", re.IGNORECASE)
 _TRACE = re.compile(r"^trace\s+(\S+)$", re.IGNORECASE)
+# Staff (app/slack/memory.py): `memory`, `memory <ticket>`, `memory forget|correct memver_...`; any
+# other text starting with "memory" is a question ("memory leak after upgrade").
+_MEMORY = re.compile(
+    r"^memory(?:\s+(#?\d+|[A-Z][A-Z0-9]*[#-]\d+|sesn_\S+|<?https?://\S+|forget\s+memver_\S+"
+    r"|correct\s+memver_\S+\s+.+))?$",
+    re.IGNORECASE | re.DOTALL,
+)
 _MEMORY = re.compile(r"^memory(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL)  # staff: app/slack/memory.py
 
 
@@ -82,6 +89,8 @@ def parse(text: str, max_chars: int) -> Parsed:
         return Parsed(word)
     if trace := _TRACE.match(text):
         return Parsed("trace", trace.group(1))
+    if memory := _MEMORY.match(text):
+        return Parsed("memory", memory.group(1) or "")
     if memory := _MEMORY.match(text):
         return Parsed("memory", memory.group(1) or "")
     if word == "trace" or _RESERVED.match(text):
@@ -180,6 +189,10 @@ class SupportCommand:
                 from app.slack.trace import trace_command
 
                 await trace_command(self.services, command, parsed.text, respond)
+            elif parsed.kind == "memory":
+                from app.slack.memory import memory_command
+
+                await memory_command(self.services, command, parsed.text, respond)
             elif parsed.kind == "memory":
                 from app.slack.memory import memory_command
 
@@ -302,6 +315,9 @@ def register(bolt: AsyncApp, services: Services) -> None:
         await handler.work(command, respond)
 
     bolt.command(COMMAND)(ack=ack_support, lazy=[run_support])
+    from app.slack.memory import register as register_memory
+
+    register_memory(bolt, services)  # Forget / Correct on App Home (issue 19)
     from app.slack.memory import register as register_memory
 
     register_memory(bolt, services)  # Forget / Correct on App Home (issue 19)
