@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from app.render import blocks as bk
+from app.render import threads
 from app.render.base import message_text
 from app.render.content import AgentText, Batch, Part, Piece, Task
 from app.render.describe import STOP_NOTES, error_title, input_preview, result_output, stop_note, tool_title
@@ -38,6 +39,7 @@ TOOL_RESULTS = {"agent.tool_result": "tool_use_id", "agent.mcp_tool_result": "mc
 SHOWN = frozenset({
     "session.status_running", "agent.thinking", "agent.message", "session.status_rescheduled",
     "session.error", "span.model_request_end", *TOOL_USES, *TOOL_RESULTS, *OUTCOME_EVENTS,
+    *threads.THREAD_EVENTS,  # specialists (app/render/threads.py)
 })
 MAX_CHUNKS = 40
 SPLIT_WINDOW = 1_500
@@ -86,6 +88,9 @@ class Layout:
         elif etype in TOOL_USES:
             self._moved_on()
             self._tool_use(event, sources)
+            threads.label(self, self.tasks.get(event.id), event, getattr(event, "session_thread_id", None))
+        elif etype in threads.THREAD_EVENTS:
+            threads.apply(self, event, sources)
         elif etype in TOOL_RESULTS:
             if not self._tool_result(event, str(getattr(event, TOOL_RESULTS[etype], "")), sources):
                 return sources

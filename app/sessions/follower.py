@@ -23,7 +23,7 @@ from anthropic import AsyncAnthropic
 from app.config.model import AppConfig
 from app.cost.budget import budget_param
 from app.render.base import Renderer
-from app.sessions import resources
+from app.sessions import resources, thread_events
 from app.sessions.cursor import Cursor, StaleLease
 from app.sessions.memory import session_resources
 from app.sessions.outcome_record import events_for, request_text
@@ -312,6 +312,8 @@ class SessionFollower:
             if hook is not None:
                 await hook(self.ticket, event)
             await self._apply_state(event)
+            if etype in thread_events.THREAD_ENDS:  # a specialist stopped: its calls and cost (issue 19)
+                await thread_events.thread_stopped(self, event)
         if self.defer_content_marks and etype in CONTENT_EVENTS:
             return  # marked seen once the renderer reports it visible in Slack (see `visible`)
         # The listing cursor moves only at turn ends: by then the renderer has put the whole turn

@@ -32,6 +32,7 @@ from app.tickets.store import TicketStore
 from app.trace import model as k
 from app.trace import record
 from app.trace.model import Trace, TraceEntry
+from app.trace.threads import add_to_trace as threads_trace
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,8 @@ async def build_trace(
     trace = assemble(await gather_trace(client, store, ticket), scrubber, console_workspace)
     # The memories it read and wrote, and which ticket taught each (issue 19).
     trace = await memory_trace(client, store, ticket, trace, scrubber)
+    # Each specialist's thread: its runtime, tokens and calls (issue 19).
+    trace = await threads_trace(client, store, ticket, trace, scrubber)
     return await name_trace(trace, names or Names(store.redis, None))
 
 
