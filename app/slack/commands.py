@@ -77,7 +77,6 @@ _MEMORY = re.compile(
     r"|correct\s+memver_\S+\s+.+))?$",
     re.IGNORECASE | re.DOTALL,
 )
-_MEMORY = re.compile(r"^memory(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL)  # staff: app/slack/memory.py
 
 
 def parse(text: str, max_chars: int) -> Parsed:
@@ -89,8 +88,6 @@ def parse(text: str, max_chars: int) -> Parsed:
         return Parsed(word)
     if trace := _TRACE.match(text):
         return Parsed("trace", trace.group(1))
-    if memory := _MEMORY.match(text):
-        return Parsed("memory", memory.group(1) or "")
     if memory := _MEMORY.match(text):
         return Parsed("memory", memory.group(1) or "")
     if word == "trace" or _RESERVED.match(text):
@@ -189,10 +186,6 @@ class SupportCommand:
                 from app.slack.trace import trace_command
 
                 await trace_command(self.services, command, parsed.text, respond)
-            elif parsed.kind == "memory":
-                from app.slack.memory import memory_command
-
-                await memory_command(self.services, command, parsed.text, respond)
             elif parsed.kind == "memory":
                 from app.slack.memory import memory_command
 
@@ -315,9 +308,6 @@ def register(bolt: AsyncApp, services: Services) -> None:
         await handler.work(command, respond)
 
     bolt.command(COMMAND)(ack=ack_support, lazy=[run_support])
-    from app.slack.memory import register as register_memory
-
-    register_memory(bolt, services)  # Forget / Correct on App Home (issue 19)
     from app.slack.memory import register as register_memory
 
     register_memory(bolt, services)  # Forget / Correct on App Home (issue 19)
