@@ -11,6 +11,8 @@ anthropic client; scenario `evaluate` steps make the emulator grade the outcome 
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from app.cli import main
 from app.cost.grader import GraderLedger
+from app.cost.ledger import CostLedger, utc_today
 from app.cost.model import Usage, compute_cost
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import ROOT, InProcessApp
@@ -161,8 +165,9 @@ def record(app: InProcessApp, ticket_id: str) -> outcome_record.OutcomeRound | N
 
 
 async def click(stack: Stack, thread_ts: str, action_id: str, ticket_id: str) -> None:
-    message = next(m for m in bot_messages(stack, thread_ts)
-                   if any(e.get("action_id") == action_id for b in m.get("blocks") or [] for e in b.get("elements") or []))
+    message = next(m for m in reversed(bot_messages(stack, thread_ts))
+                   if any(e.get("action_id") == action_id
+                          for b in m.get("blocks") or [] for e in b.get("elements") or []))
     await stack.slack.click(SUPPORT, message["ts"], action_id, user=ALICE)
 
 
@@ -279,20 +284,22 @@ async def test_reopen_defines_the_outcome_again(stack: Stack) -> None:
     await click(stack, ts, ACTION_REOPEN, ticket.id)
     reopened = await eventually(lambda: (rec := record(app, ticket.id)) and rec.round == 2 and rec.idle_at and rec)
     assert reopened.key == "refund" and reopened.name == "refund" and reopened.satisfied
-    session_ids = {e["session_id"] for e in stack.agents.state.user_events if e["event"]["type"] == "user.define_outcome"}
-    outcomes = [e["event"] for e in stack.agents.state.user_events if e["event"]["type"] == "user.define_outcome"]
-    assert len(outcomes) == 2 and session_ids
-    assert outcomes[1]["description"].startswith("Ticket #") or outcomes[1]["description"].startswith("The ticket")
+    # Two outcomes were defined: at the start, and for the reopen's prompt (same session or a new one).
+    outcomes = [e for e in stack.agents.state.received_user_events() if e["type"] == "user.define_outcome"]
+    assert len(outcomes) == 2
+    assert outcomes[1]["description"].startswith(("The ticket was reopened by", f"Ticket {ticket.ref} was reopened"))
     assert "# Refund answer rubric" in outcomes[1]["rubric"]["content"]
     await eventually(lambda: any(t["title"].endswith("the refund rubric") and t["status"] == "complete"
                                  for t in check_tasks(stack, ts)))
 
 
-async def test_grader_cost_in_the_ledger(stack: Stack) -> None:
+async def test_grader_cost_in_the_ledger_and_the_verified_resolution_report(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     app = stack.start_app()
-    ts = await stack.slack.user_posts(SUPPORT, "Can I get a refund on my annual plan?")
-    ticket = await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
-    await eventually(lambda: (rec := record(app, ticket.id)) and rec.satisfied)
+    refund = await stack.slack.user_posts(SUPPORT, "Can I get a refund on my annual plan?")
+    ticket = await ticket_in(app, refund, TicketState.WAITING_REQUESTER)
+    await eventually(lambda: (rec := record(app, ticket.id)) and rec.satisfied and finished(stack, refund))
     ledger = GraderLedger(app.services.redis, app.services.config.pricing)
     totals = (await eventually(lambda: (t := app.run_coroutine(ledger.ticket_totals([ticket.id]))[ticket.id])
                                and t.evaluations == 2 and t))
@@ -300,11 +307,40 @@ async def test_grader_cost_in_the_ledger(stack: Stack) -> None:
                        app.services.config.pricing).total_usd
     assert totals.input_tokens == 8000 and totals.output_tokens == 1200
     assert abs(totals.total_usd - 2 * one) < Decimal("0.000001")
-    day = app.run_coroutine(ledger.total(since=_today(), until=_today(), dim="channel", member=SUPPORT))
+    day = app.run_coroutine(ledger.total(since=utc_today(), until=utc_today(), dim="channel", member=SUPPORT))
     assert day.evaluations == 2 and day.tickets == 1
 
+    # A second ticket, satisfied at once; both resolved (verified at once: verified_after_days 0).
+    password = await stack.slack.user_posts(SUPPORT, "I forgot my password, what now?")
+    other = await ticket_in(app, password, TicketState.WAITING_REQUESTER)
+    await eventually(lambda: (rec := record(app, other.id)) and rec.satisfied and finished(stack, password))
+    fresh = app.run_coroutine(app.services.store.get(ticket.id))
+    fresh.category = "refund"
+    app.run_coroutine(app.services.store.save(fresh))
+    for ts, t in ((refund, ticket), (password, other)):
+        await click(stack, ts, ACTION_RESOLVE, t.id)
+        await ticket_in(app, ts, TicketState.RESOLVED)
+    agent = app.run_coroutine(CostLedger(app.services.redis, app.services.config.pricing).ticket_totals(
+        [ticket.id, other.id]))
+    spent = agent[ticket.id].total_usd + agent[other.id].total_usd + 3 * one
 
-def _today() -> Any:
-    from app.cost.ledger import utc_today
+    # `support-agent costs --verified`, by category, as JSON and CSV.
+    monkeypatch.setenv("REDIS_URL", stack.redis_url)
+    monkeypatch.setenv("SUPPORT_AGENT_CONFIG", str(stack.config_path))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["costs", "--verified", "--by", "category", "--format", "json"]) == 0
+    rows = {r["category"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"refund", "(none)"}
+    assert (rows["refund"]["resolved"], rows["refund"]["verified"], rows["refund"]["grader_checks"]) == (1, 1, 2)
+    assert abs(Decimal(str(rows["refund"]["grader_usd"])) - 2 * one) < Decimal("0.000001")
+    assert await asyncio.to_thread(main, ["costs", "--verified", "--by", "environment", "--format", "csv"]) == 0
+    header, line = capsys.readouterr().out.strip().splitlines()
+    record_ = dict(zip(header.split(","), line.split(","), strict=True))
+    assert record_["environment"] == "internal" and record_["verified"] == "2"
+    assert abs(Decimal(record_["cost_per_verified_resolution_usd"]) - spent / 2) < Decimal("0.000002")
 
-    return utc_today()
+    # `/support cost` says it too.
+    await stack.slack.send_command("/support", "cost", user=ALICE)
+    body = (await eventually(lambda: [r["body"] for r in stack.slack.state.snapshot_list("responses")]))[0]
+    assert "2 verified resolutions of 2 resolved" in str(body["blocks"])
+    assert "per verified resolution" in str(body["blocks"])

@@ -43,7 +43,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--since", type=_date, help="first day, YYYY-MM-DD (default: first of this month)")
     p.add_argument("--until", type=_date, help="last day, inclusive, YYYY-MM-DD (default: today)")
-    p.add_argument("--by", choices=DIMENSIONS, default="ticket", help="group by (default: ticket)")
+    p.add_argument("--by", choices=(*DIMENSIONS, "category"), default="ticket",
+                   help="group by (default: ticket; category only with --verified)")
+    p.add_argument("--verified", action="store_true",
+                   help="verified resolutions and cost per verified resolution (outcomes), by channel, "
+                        "environment, category or day (default day)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", dest="fmt")
     add_sandbox_option(p)
     p.set_defaults(func=cmd_costs)
@@ -321,6 +325,12 @@ def cmd_costs(args: argparse.Namespace) -> int:
     url, embedded = redis_url_or_embedded(
         settings.redis_url.get_secret_value() if settings.redis_url else None, settings.redis_data_dir
     )
+    if args.verified or args.by == "category":
+        try:  # issue 18: verified resolutions (app/cost/verified.py)
+            return _verified(args, url, since, until, settings)
+        finally:
+            if embedded is not None:
+                embedded.close()
     try:
         rows, labels = asyncio.run(_read_rows(url, args.by, since, until, settings))
     finally:
@@ -329,4 +339,27 @@ def cmd_costs(args: argparse.Namespace) -> int:
     print(render_rows(rows, args.by, args.fmt, labels))
     if not rows and args.fmt == "table":
         print(f"(no costs recorded from {since} to {until})", file=sys.stderr)
+    return 0
+
+
+def _verified(args: argparse.Namespace, url: str, since: date, until: date, settings: Settings) -> int:
+    from app.cost import verified
+    from app.redis_conn import connect
+
+    if not args.verified:
+        return _err("--by category needs --verified (the ledger's costs are kept by channel, environment and day)")
+    by = "day" if args.by == "ticket" else args.by
+    config, _problem = _load_config_quietly()
+
+    async def read() -> list[verified.VerifiedRow]:
+        redis = connect(url)
+        try:
+            return verified.group(await verified.gather(redis, config, since=since, until=until), by)
+        finally:
+            await redis.aclose()
+
+    rows = asyncio.run(read())
+    print(verified.render(rows, by, args.fmt))
+    if not rows and args.fmt == "table":
+        print(f"(no resolutions from {since} to {until})", file=sys.stderr)
     return 0

@@ -26,6 +26,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
+from app.cost import verified
 from app.cost.ledger import CostLedger
 from app.cost.model import format_duration
 from app.cost.slack import channel_cost_message, channel_report, should_show_cost
@@ -295,7 +296,10 @@ class SupportCommand:
                           response_type="ephemeral")
             return
         report = await channel_report(CostLedger(s.redis, s.config.pricing), channel)
-        await respond(**channel_cost_message(report), response_type="ephemeral")
+        message = channel_cost_message(report)
+        # Verified resolutions and their cost, this month (issue 18).
+        message["blocks"] = [*message["blocks"], *await verified.slack_blocks(s.redis, s.config, channel=channel)][:50]
+        await respond(**message, response_type="ephemeral")
 
 
 def register(bolt: AsyncApp, services: Services) -> None:

@@ -27,6 +27,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 
+from app.cost import verified
 from app.cost.ledger import CostLedger, Totals
 from app.cost.model import format_duration, format_usd
 from app.cost.slack import MAX_VIEW_BLOCKS, cost_home_blocks, home_summary
@@ -289,7 +290,7 @@ async def build_home(services: Services, user_id: str, team_id: str | None = Non
     prefix: list[dict[str, Any]] = []
     if admin:
         summary = await home_summary(CostLedger(services.redis, config.pricing))
-        prefix = [*cost_home_blocks(summary), {"type": "divider"}]
+        prefix = [*cost_home_blocks(summary), *await verified.slack_blocks(services.redis, config), {"type": "divider"}]
     memory = await memory_home_blocks(services, user_id)  # what the agent remembers (issue 19)
     room = MAX_VIEW_BLOCKS - len(prefix) - len(memory)
     tickets = await candidate_tickets(services.store, chosen, team_id)
