@@ -99,6 +99,8 @@ async def delete_expired(
 ) -> list[Outcome]:
     import anthropic
 
+    from app.sessions.memory import forget_taught
+
     now = time.time() if now is None else now
     outcomes: list[Outcome] = []
     for item in await find_expired(store, config, now):
@@ -108,8 +110,14 @@ async def delete_expired(
             outcomes.append(Outcome(item, "skipped", "no longer expired (reopened or changed)"))
             continue
         try:
+            # What the ticket taught goes first, so a failure here leaves the session for the next run.
+            forgotten = await forget_taught(client, store.redis, config, ticket)
+        except anthropic.APIError as exc:
+            outcomes.append(Outcome(item, "failed", f"its memories could not be removed ({type(exc).__name__})"))
+            continue
+        try:
             await client.beta.sessions.delete(item.session_id)
-            result, detail = "deleted", ""
+            result, detail = "deleted", (f"{forgotten} memory versions redacted" if forgotten else "")
         except anthropic.NotFoundError:
             result, detail = "already_gone", "the session no longer existed"
         except anthropic.APIStatusError as exc:

@@ -5,6 +5,8 @@ through the real clients; Redis is real."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import yaml
 
 from app.sandbox.stack import Stack
 from app.sessions.memory import attached, ticket_memory
+from app.tickets.model import TicketState
 from app.trace.build import build_trace
 from tests.conftest import ROOT
 from tests.support import eventually
@@ -133,3 +136,39 @@ async def test_a_customers_fact_reaches_only_that_customers_next_ticket(fresh_re
         assert [e.summary for e in trace1.entries if e.kind == "memory"] == [
             f"memory wrote (new) /setup.md in Acme Corp · taught by {t1.ref}"
         ]
+
+
+async def test_retention_removes_what_an_expired_ticket_taught(fresh_redis_url: str, tmp_path: Path) -> None:
+    path = memory_config(tmp_path, customers={"forget_with_retention": True})
+    with Stack(fresh_redis_url, config_path=path, data_dir=tmp_path) as stack:
+        world(stack)
+        stack.agents.set_scenario({"rules": [
+            {"match": "(?i)globex", "steps": [
+                {"memory": "write", "path": "/setup.md", "content": "Globex uses SAML"}, {"message": "Noted."},
+            ]},
+            *SCENARIO["rules"],
+        ]})
+        app = stack.start_app()
+        store = app.services.store
+        taught = await ask(stack, ACME, "UACME", "please remember our setup", "Noted.")
+        await ask(stack, GLOBEX, "UGLOB", "remember globex setup", "Noted.")
+        ticket = app.run_coroutine(store.by_thread("T0001", ACME, taught))
+        app.run_coroutine(store.transition(ticket, TicketState.RESOLVED, "test"))
+
+        from app.retention import delete_expired
+
+        outcomes = app.run_coroutine(delete_expired(app.services.anthropic, store, app.services.config,
+                                                    now=time.time() + 31 * 86400))
+        assert [(o.expired.ticket_id, o.result, o.detail) for o in outcomes] == [
+            (ticket.id, "deleted", "1 memory versions redacted")
+        ]
+        emulated = stack.agents.state
+        versions = emulated.call(lambda: {sid: [dict(v) for v in vs] for sid, vs in emulated.memory.versions.items()})
+        texts = json.dumps(versions)
+        assert FACT not in texts and "Globex uses SAML" in texts  # another customer's memory stays
+        recalled = await ask(stack, ACME, "UACME", "recall our setup", "From memory:")
+        assert answer(stack, ACME, recalled) == "From memory: File does not exist."
+        # A second run finds nothing more to do.
+        again = app.run_coroutine(delete_expired(app.services.anthropic, store, app.services.config,
+                                                 now=time.time() + 31 * 86400))
+        assert again == []

@@ -20,6 +20,7 @@ import logging
 from datetime import datetime
 from typing import Any, Literal
 
+import anthropic
 import redis.asyncio as aioredis
 from anthropic import AsyncAnthropic
 from anthropic.types.beta.sessions import BetaManagedAgentsMemoryStoreResource
@@ -349,3 +350,40 @@ async def add_to_trace(client: Any, store: TicketStore, ticket: Ticket, trace: A
     trace.totals["memory_reads"] = len(tm.reads)
     trace.totals["memory_writes"] = len(tm.writes)
     return trace
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+
+async def forget_taught(client: AsyncAnthropic, redis: aioredis.Redis, config: AppConfig, ticket: Ticket) -> int:
+    """With `memory.forget_with_retention`: what the ticket's session wrote goes with it. A memory
+    whose content is still this session's is deleted (if unchanged meanwhile), and every version
+    the session wrote is redacted. Returns how many versions were redacted (idempotent)."""
+    env = config.environments.get(ticket.environment)
+    if env is None or env.memory is None or not env.memory.forget_with_retention or not ticket.session_id:
+        return 0
+    redacted = 0
+    for att in await attached(redis, ticket.id):
+        if att.access != "read_write":
+            continue
+        stores = client.beta.memory_stores
+        versions = [v async for v in stores.memory_versions.list(att.store_id, session_id=ticket.session_id, limit=100)]
+        for memory_id in dict.fromkeys(v.memory_id for v in versions):
+            try:
+                memory = await stores.memories.retrieve(memory_id, memory_store_id=att.store_id, view="basic")
+            except anthropic.NotFoundError:
+                continue
+            if any(v.id == memory.memory_version_id for v in versions):
+                try:
+                    await stores.memories.delete(
+                        memory_id, memory_store_id=att.store_id, expected_content_sha256=memory.content_sha256
+                    )
+                except anthropic.ConflictError:
+                    log.info("retention: memory changed meanwhile; kept", extra={"memory": memory_id})
+        for v in versions:
+            if v.redacted_at is None and v.operation != "deleted":
+                await stores.memory_versions.redact(v.id, memory_store_id=att.store_id)
+                redacted += 1
+    if redacted:
+        log.info("retention: ticket's memories forgotten", extra={"ticket": ticket.id, "redacted": redacted})
+    return redacted
