@@ -450,7 +450,8 @@ def update_agent(current: dict[str, Any], body: dict[str, Any], now: str) -> dic
     """The next version of `current` after `body`, or None when nothing would change."""
     updated = dict(current)
     if "name" in body:
-        updated["name"] = need_str(body, "name")  # SDK agent_update_params: "Must be non-empty"; no maximum
+        # anthropics/skills managed-agents-core.md (agent configuration fields): name "1-256 chars".
+        updated["name"] = need_str(body, "name", max_len=256)
     if "model" in body:
         updated["model"] = normalize_model(body["model"])
     for key in ("description", "system"):
