@@ -366,7 +366,7 @@ class EmulatorState(ResourceStore):
             raise ApiError(400, "agent: an agent id, {type: agent} or {type: agent_with_overrides}")
         agent = self.agent_version(agent_id, version)
         if agent["archived_at"] is not None:
-            # anthropics/skills managed-agents-core.md: "new sessions cannot reference it".
+            # anthropics/skills managed-agents-api-reference.md (ArchiveAgent): "new sessions cannot reference it".
             raise ApiError(400, "agent is archived")
         snapshot = session_agent(agent)
         from app.sandbox.agents.threads import session_snapshot
