@@ -172,3 +172,21 @@ async def test_retention_removes_what_an_expired_ticket_taught(fresh_redis_url: 
         again = app.run_coroutine(delete_expired(app.services.anthropic, store, app.services.config,
                                                  now=time.time() + 31 * 86400))
         assert again == []
+
+
+async def test_a_store_the_api_refuses_leaves_the_ticket_answered_without_memory(
+    fresh_redis_url: str, tmp_path: Path
+) -> None:
+    with Stack(fresh_redis_url, config_path=memory_config(tmp_path), data_dir=tmp_path) as stack:
+        world(stack)
+        stack.agents.set_scenario({"rules": [{"match": None, "steps": [{"message": "Answered."}]}]})
+        stack.agents.fail_next("POST", r"^/v1/memory_stores$", 400, count=1)
+        app = stack.start_app()
+        ts = await ask(stack, ACME, "UACME", "hello", "Answered.")
+        ticket = app.run_coroutine(app.services.store.by_thread("T0001", ACME, ts))
+        assert session_stores(stack, ticket.session_id) == {}
+        assert app.run_coroutine(attached(app.services.redis, ticket.id)) == []
+        # The next ticket gets its stores (nothing was remembered wrongly in between).
+        ts = await ask(stack, ACME, "UACME", "hello again", "Answered.")
+        ticket = app.run_coroutine(app.services.store.by_thread("T0001", ACME, ts))
+        assert sorted(session_stores(stack, ticket.session_id).values()) == ["read_only", "read_write"]

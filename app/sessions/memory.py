@@ -179,9 +179,23 @@ async def attachments_for(
 async def session_resources(
     client: AsyncAnthropic, redis: aioredis.Redis, config: AppConfig, ticket: Ticket, slack: Any = None
 ) -> list[dict[str, Any]]:
-    """`resources` for the ticket's new session (memory stores attach only at creation)."""
+    """`resources` for the ticket's new session (memory stores attach only at creation).
+
+    A store the API will not make leaves the session without memory (logged), rather than the
+    ticket without an answer: no customer's memory is ever given in its place."""
+    try:
+        return await _session_resources(client, redis, config, ticket, slack)
+    except anthropic.APIError as exc:
+        log.warning("memory stores not attached", extra={"ticket": ticket.id, "error": type(exc).__name__})
+        return []
+
+
+async def _session_resources(
+    client: AsyncAnthropic, redis: aioredis.Redis, config: AppConfig, ticket: Ticket, slack: Any = None
+) -> list[dict[str, Any]]:
     attached = await attachments_for(client, redis, config, ticket, slack)
-    await redis.set(ticket_key(ticket.id), json.dumps([a.model_dump() for a in attached]))
+    if attached:
+        await redis.set(ticket_key(ticket.id), json.dumps([a.model_dump() for a in attached]))
     return [a.resource() for a in attached]
 
 
