@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.config.model import AppConfig, McpServer
+from app.config.outcomes import describe as describe_outcomes
 
 # The SDK, Redis and the session helpers are imported where they are used, so listing the
 # command (`support-agent --help`, `provision --help`) does not pay for them.
@@ -674,6 +675,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         print("support-agent provision: could not reach the Managed Agents API", file=sys.stderr)
         return 1
     print(report(changes, args.dry_run, offline_reason if args.dry_run else None))
+    print("\n".join(describe_outcomes(config.environments)))  # which rubrics apply (issue 18)
     return 1 if any(c.action == "error" for c in changes) else 0
 
 

@@ -160,3 +160,24 @@ def check_rubric_files(
             else:
                 rubric._file_text = text
     return problems
+
+
+def describe(environments: dict[str, Any]) -> list[str]:
+    """What `provision` shows: which rubric applies where (rubrics are sent with each ticket's
+    work as `user.define_outcome`, so there is nothing to create in Managed Agents)."""
+    lines = ["Outcome rubrics (sent when a ticket's work starts and after a reopen; nothing to provision):"]
+    for env_name, env in environments.items():
+        outcomes: Outcomes | None = getattr(env, "outcomes", None)
+        if outcomes is None or not outcomes.rubrics():
+            lines.append(f"  {env_name}: none")
+            continue
+        state = "on" if outcomes.enabled else "off (enabled: false)"
+        held = ", drafts held back until satisfied" if getattr(env, "customer_facing", False) else ""
+        days = outcomes.verified_after_days
+        lines.append(f"  {env_name}: {state}{held}; verified after {days} days without a reopen")
+        for key, rubric in outcomes.rubrics():
+            source = rubric.rubric_file or f"inline, {len(rubric.text):,} characters"
+            which = "any other category" if key == "default" else f"category {key}"
+            lines.append(f"    {which} -> the {label(key, rubric)} rubric ({source}; at most "
+                         f"{rubric.max_iterations} check{'s' if rubric.max_iterations != 1 else ''})")
+    return lines
