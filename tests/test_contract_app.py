@@ -15,6 +15,7 @@ import yaml
 
 from app.cost.budget import RAISE_BUDGET_ACTION
 from app.render.blocks import APPROVE_ACTION_ID, FEEDBACK_ACTION_ID
+from app.render.threads import THREAD_EVENTS
 from app.sandbox.agents.events import PREVIEW_TYPES, sdk_event_types
 from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.slack import visible_text
@@ -73,6 +74,8 @@ NATURAL = {"session.status_running", "session.status_idle", "span.model_request_
            "span.model_request_end", "event_start", "event_delta", "agent.message", "user.message"}
 ELSEWHERE = {"agent.custom_tool_use", "session.error", "session.status_rescheduled", "session.status_terminated",
              "session.deleted"}
+# Shown as a specialist's task, so not injected with sample ids here: tests/test_specialists_e2e.py.
+ELSEWHERE |= THREAD_EVENTS
 INJECTED = sorted(sdk_event_types() - NATURAL - ELSEWHERE)
 MIXED = {"interrupt": "boundary", "rules": [
     {"match": "union", "steps": [*({"event": t} for t in INJECTED),

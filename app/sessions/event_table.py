@@ -29,6 +29,17 @@ HANDLED: dict[str, str] = {
     "session.deleted": "ticket failed (follower)",
     "session.error": "a note; terminal errors fail the ticket (renderer, follower)",
     "session.usage": "cost ledger (sessions.cost_hooks)",
+    # Specialists (issue 19): a task per subagent thread (render.threads); when one stops, its
+    # own tool calls and its cost are read from the thread (sessions.thread_events).
+    "session.thread_created": "a specialist's task in the timeline (render.threads)",
+    "agent.thread_message_sent": "what the coordinator asked the specialist: its task's title (render.threads)",
+    "agent.thread_message_received": "the specialist's answer: its task's output (render.threads)",
+    "session.thread_status_running": "the specialist's task in progress (render.threads)",
+    "session.thread_status_idle": "the specialist's task: waiting for approval, answered or stopped"
+    " (render.threads); its tool calls and cost read from the thread (sessions.thread_events)",
+    "session.thread_status_terminated": "the specialist's task failed; its calls and cost read"
+    " (sessions.thread_events)",
+    "session.thread_status_rescheduled": "the specialist's task in progress again (render.threads)",
     "user.define_outcome": "our outcome echoed back: its outcome_id and time (sessions.outcomes, render.outcome_tasks)",
     "span.outcome_evaluation_start": "a check task in the timeline (render.outcome_tasks)",
     "span.outcome_evaluation_end": "the check's verdict; drafts released or handed to a person; grader cost"
@@ -45,15 +56,7 @@ IGNORED: dict[str, str] = {
     "user.custom_tool_result": "our own tool result echoed back",
     "user.tool_result": "our own tool result echoed back",
     "system.message": "our own system message echoed back",
-    "agent.thread_message_received": "multiagent threads not shown yet (DESIGN: specialists); our agent has none",
-    "agent.thread_message_sent": "multiagent threads not shown yet (DESIGN: specialists); our agent has none",
     "agent.thread_context_compacted": "internal context housekeeping; nothing for the user",
-    "session.thread_created": "multiagent threads not shown yet; a subagent's approvals are cross-posted"
-    " to the session stream as agent.*_tool_use (handled)",
-    "session.thread_status_running": "multiagent threads: the session status aggregates them (handled)",
-    "session.thread_status_idle": "multiagent threads: the session status aggregates them (handled)",
-    "session.thread_status_terminated": "multiagent threads: the session status aggregates them (handled)",
-    "session.thread_status_rescheduled": "multiagent threads: the session status aggregates them (handled)",
     "session.updated": "our own sessions.update (budget raise) echoed back; the resumed turn's"
     " session.status_running is what moves the ticket",
     "span.model_request_start": "timing only; usage comes from session.usage",

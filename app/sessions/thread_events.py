@@ -47,10 +47,10 @@ async def thread_stopped(follower: SessionFollower, event: Any) -> None:
             await follower._handle(item, replay=True)
     except anthropic.APIError as exc:
         log.warning("a specialist's tool calls were not read",
-                    extra={**follower.log_extra, "thread": thread_id, "error": type(exc).__name__})
+                    extra={**follower.log_extra, "session_thread": thread_id, "error": type(exc).__name__})
     try:
         thread = await threads.retrieve(thread_id, session_id=session_id)
         await SpecialistLedger(follower.store.redis, follower.config.pricing).record(follower.ticket.id, thread)
     except anthropic.APIError as exc:
         log.warning("a specialist's cost was not read",
-                    extra={**follower.log_extra, "thread": thread_id, "error": type(exc).__name__})
+                    extra={**follower.log_extra, "session_thread": thread_id, "error": type(exc).__name__})
