@@ -60,6 +60,7 @@ class CustomerMemory(_Strict):
 
 
 class EnvironmentMemory(_Strict):
+    enabled: bool = True
     product: ProductMemory | None = None
     customers: CustomerMemory | None = None
     forget_with_retention: bool = Field(
@@ -104,7 +105,7 @@ def customer_key(
     A channel mapped in config wins; else the requester's Slack Connect team (configured under a
     name, or, with `slack_connect`, as `team-<id>`). A requester from our own workspace in an
     unmapped channel has no customer: failing closed, never a guess."""
-    if memory is None or memory.customers is None:
+    if memory is None or not memory.enabled or memory.customers is None:
         return None
     for key, org in customers.items():
         if channel_id in org.channels:

@@ -148,7 +148,7 @@ async def attachments_for(
 ) -> list[Attachment]:
     env = config.environments.get(ticket.environment)
     memory = env.memory if env is not None else None
-    if memory is None:
+    if memory is None or not memory.enabled:
         return []
     out: list[Attachment] = []
     if memory.customers is not None:
