@@ -112,7 +112,7 @@ def _check_select(menu: dict[str, Any], where: str) -> None:
 def check_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> list[dict[str, Any]]:
     # Slack: invalid_blocks_format "is not a valid JSON object or doesn't match the Block Kit syntax",
     # invalid_blocks, msg_blocks_too_long (chat.postMessage catalog). Limits: 50 blocks a message
-    # (slack-platform.md section 14 [docs]), 100 in a view (slack_sdk View.blocks_max_length); per block
+    # (slack-platform.md section 0 item 14 [docs]), 100 in a view (slack_sdk View.blocks_max_length); per block
     # slack_sdk models/blocks/blocks.py: block_id 255, SectionBlock text 3000 / fields 10 x 2000,
     # HeaderBlock 150, Actions 25 / Context 10 / ContextActions 5 elements, action_id 255
     # (block_elements.py); markdown blocks 12,000 in total (slack-platform.md section 6 [docs, issue]).
