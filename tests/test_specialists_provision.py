@@ -157,3 +157,14 @@ def test_provision_writes_specialists_once_and_new_versions_only_on_change(
     assert code == 0, out
     assert "~ agent support-agent-internal: update (multiagent" in out
     assert agents(stack)["support-agent-internal"].multiagent is None
+
+
+def test_the_shipped_example_is_valid_once_uncommented() -> None:
+    text = (ROOT / "support-agent.yml").read_text()
+    start = text.index("    # specialists:\n")
+    block = text[start:text.index(ANCHOR, start)]
+    uncommented = "".join(line.replace("    # ", "    ", 1) + "\n" for line in block.splitlines())
+    config = parse_config(text.replace(block, uncommented, 1))
+    billing = config.environments["internal"].specialists["billing"]
+    assert billing.model == "claude-haiku-4-5"
+    assert billing.mcp_servers["ticket_history"].tools == {"search_tickets": "always_allow"}
