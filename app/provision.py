@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app.config.memory import memory_toolset, toolset_signature
 from app.config.model import AppConfig, McpServer
 from app.config.outcomes import describe as describe_outcomes
 
@@ -125,7 +126,9 @@ def agent_spec(config: AppConfig, env_name: str, *, strict: bool = True) -> dict
         "model": config.model_for(env_name),
         "system": config.agent.system,
         "mcp_servers": [{"type": "url", "name": name, "url": url} for name, url in urls.items()],
-        "tools": [toolset(name, servers[name]) for name in urls] + custom_tool_definitions(),
+        "tools": [toolset(name, servers[name]) for name in urls] + custom_tool_definitions()
+        # Memory stores are read and written with the agent toolset's file tools (issue 19).
+        + memory_toolset(config.environments[env_name].memory),
         "metadata": {"managed_by": MANAGED_BY, "environment": env_name},
     }
     if config.agent.description:
@@ -176,7 +179,8 @@ def _custom(tools: list[Any]) -> dict[str, Any]:
 
 
 def _other_tools(tools: list[Any]) -> list[Any]:
-    return [t for t in (_dump(x) for x in tools) if t.get("type") not in ("mcp_toolset", "custom")]
+    managed = ("mcp_toolset", "custom", "agent_toolset_20260401")
+    return [t for t in (_dump(x) for x in tools) if t.get("type") not in managed]
 
 
 def agent_differences(current: Any, spec: dict[str, Any]) -> list[str]:
@@ -200,6 +204,7 @@ def agent_differences(current: Any, spec: dict[str, Any]) -> list[str]:
         _toolsets(tools) != _toolsets(spec["tools"])
         or _custom(tools) != _custom(spec["tools"])
         or _other_tools(tools)
+        or toolset_signature([_dump(t) for t in tools]) != toolset_signature(spec["tools"])
     ):
         diffs.append("tools")
     metadata = agent.get("metadata") or {}

@@ -21,8 +21,9 @@ def emulator() -> Iterator[AgentsEmulator]:
         yield emu
 
 
-async def _agent_env(client: Any) -> tuple[str, str]:
-    agent = await client.beta.agents.create(name="a", model="claude-sonnet-4-6")
+async def _agent_env(client: Any, tools: list[Any] | None = None) -> tuple[str, str]:
+    toolset = [{"type": "agent_toolset_20260401"}] if tools is None else tools
+    agent = await client.beta.agents.create(name="a", model="claude-sonnet-4-6", tools=toolset)
     env = await client.beta.environments.create(name="e", config={"type": "cloud"})
     return agent.id, env.id
 
@@ -174,3 +175,22 @@ async def test_agent_reads_and_writes_through_its_mount(emulator: AgentsEmulator
     events = [e async for e in client.beta.sessions.events.list(other.id)]
     first_result = next(e for e in events if e.type == "agent.tool_result")
     assert first_result.is_error and "Acme" not in first_result.content[0].text
+
+
+async def test_an_agent_without_file_tools_cannot_use_its_memory(emulator: AgentsEmulator) -> None:
+    client = emulator.client()
+    no_write = [{"type": "agent_toolset_20260401", "configs": [{"name": "write", "enabled": False}]}]
+    agent_id, env_id = await _agent_env(client, no_write)
+    store = await client.beta.memory_stores.create(name="s")
+    emulator.set_scenario([{"match": None, "steps": [{"memory": "write", "path": "/a.md", "content": "x"}]}])
+    session = await client.beta.sessions.create(
+        agent=agent_id, environment_id=env_id, resources=[{"type": "memory_store", "memory_store_id": store.id}]
+    )
+    await client.beta.sessions.events.send(
+        session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]
+    )
+    await _idle(client, session.id)
+    events = [e async for e in client.beta.sessions.events.list(session.id)]
+    assert not [e for e in events if e.type == "agent.tool_use"]
+    assert [e.error.type for e in events if e.type == "session.error"] == ["unknown_error"]
+    assert [m async for m in client.beta.memory_stores.memories.list(store.id)] == []

@@ -15,7 +15,7 @@ Pure: no I/O. `app/sessions/memory.py` makes and attaches the stores.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,3 +133,36 @@ def customer_store_name(customers: dict[str, CustomerOrg], key: str) -> str:
 
 def product_store_name(agent_name: str, env_name: str, product: ProductMemory) -> str:
     return (product.name or f"{agent_name} product {env_name}")[:255]
+
+
+# The agent reaches its memory stores with the agent toolset's file tools (Docs
+# managed-agents/memory: mounted under /mnt/memory/, read and written with the file tools); only
+# those are turned on, always allowed: bash, web fetch and search stay off.
+MEMORY_FILE_TOOLS = ("read", "write", "edit", "glob", "grep")
+
+
+def memory_toolset(memory: EnvironmentMemory | None) -> list[dict[str, Any]]:
+    """The `agent_toolset_20260401` entry an agent with memory needs (SDK
+    `BetaManagedAgentsAgentToolset20260401Params`), or nothing."""
+    if memory is None or not memory.enabled or (memory.product is None and memory.customers is None):
+        return []
+    return [{
+        "type": "agent_toolset_20260401",
+        "default_config": {"enabled": False, "permission_policy": {"type": "always_allow"}},
+        "configs": [
+            {"name": name, "enabled": True, "permission_policy": {"type": "always_allow"}}
+            for name in MEMORY_FILE_TOOLS
+        ],
+    }]
+
+
+def toolset_signature(tools: list[Any]) -> tuple[bool, list[str]] | None:
+    """What of an agent's `agent_toolset_20260401` we manage, comparable between a spec and an
+    agent as the API returns it (defaults filled in): default on/off and the tools turned on."""
+    for tool in tools:
+        if tool.get("type") != "agent_toolset_20260401":
+            continue
+        default_on = bool((tool.get("default_config") or {}).get("enabled", True))
+        enabled = {str(c.get("name")): bool(c.get("enabled", default_on)) for c in tool.get("configs") or []}
+        return default_on, sorted(name for name, on in enabled.items() if on)
+    return None

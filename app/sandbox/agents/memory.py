@@ -32,7 +32,9 @@ memory_versions}.py`. Where each rule comes from:
   trimming hyphens at the ends is our assumption). `read_only` fails writes at the filesystem
   level (`beta_managed_agents_memory_store_resource_param.py`). An agent's write through the
   mount is a version `created_by` a `session_actor` (`..._memory_version.py`), `modified` when
-  the file existed (`..._memory_version_operation.py`). The texts of the agent's tool results
+  the file existed (`..._memory_version_operation.py`). The agent needs the toolset's `read` /
+  `write` tools enabled (Docs managed-agents/memory, via the reference digest section 1.3). The
+  texts of the agent's tool results
   (file content, "File does not exist.", a read-only error) are not documented: ours.
 """
 
@@ -342,6 +344,16 @@ class MemoryEmulation:
                 "mount_path": f"/mnt/memory/{slug(store['name'])}"}
 
 
+def _tool_enabled(agent: dict[str, Any], name: str) -> bool:
+    """The SDK's toolset rule: a tool's own config, else the toolset's `default_config`."""
+    for tool in agent.get("tools") or []:
+        if tool.get("type") == "agent_toolset_20260401":
+            default = bool((tool.get("default_config") or {}).get("enabled", True))
+            found = next((c for c in tool.get("configs") or [] if c.get("name") == name), None)
+            return bool(found.get("enabled", default)) if found else default
+    return False
+
+
 def _mounts(session: SessionRuntime) -> list[dict[str, Any]]:
     return [r for r in session.resources if r.get("type") == "memory_store"]
 
@@ -354,6 +366,10 @@ def memory_tool(
 
     `store` names an attached store by name, mount slug or id; None means the first attached
     store that has the path (a read) or the first read_write one (a write)."""
+    if not _tool_enabled(session.agent, op):
+        # Docs managed-agents/memory: a store is reached through the agent toolset's file tools;
+        # an agent without them cannot do what the step scripts.
+        raise ValueError(f"memory step: the agent has no enabled `{op}` tool (agent_toolset_20260401)")
     mounts = _mounts(session)
     if store is not None:
         mounts = [
