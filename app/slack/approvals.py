@@ -124,6 +124,9 @@ class Approvals:
             earlier = await self.decision(ticket.id, tool_use_id) or record
             return Outcome(False, f"This tool call was already {_past(earlier['result'])} by <@{earlier['user']}>.")
         await self.redis.expire(key, DECISION_TTL_SECONDS)
+        # A specialist's (subagent's) request is answered the same way: the server routes the
+        # confirmation by `tool_use_id` to the thread that asked; the params carry no thread id
+        # (SDK beta_managed_agents_agent_mcp_tool_use_event.py, `session_thread_id` docstring).
         event: dict[str, Any] = {"type": "user.tool_confirmation", "tool_use_id": tool_use_id, "result": result}
         if not allow:
             event["deny_message"] = _deny_message(reason)

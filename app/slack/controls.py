@@ -161,6 +161,8 @@ class TicketControls:
     async def _interrupt(self, ticket: Ticket) -> None:
         assert ticket.session_id
         await self.redis.set(interrupted_key(ticket.id), f"{time.time():.6f}", ex=INTERRUPT_TTL_SECONDS)
+        # No `session_thread_id`: "interrupts every non-archived thread in a multiagent session"
+        # (SDK beta_managed_agents_user_interrupt_event_params.py), so Stop stops the specialists too.
         await self.client.beta.sessions.events.send(ticket.session_id, events=[{"type": "user.interrupt"}])
 
     # -- Resolve ----------------------------------------------------------------------------
