@@ -182,7 +182,7 @@ async def test_satisfied_on_the_first_try(stack: Stack) -> None:
     assert ticket.session_id
     # The work started with the default rubric (no category yet), sent as the outcome, no message.
     [defined] = defines(stack, ticket.session_id)
-    assert defined["description"].startswith("I forgot my password, what now?")
+    assert defined["description"] == "I forgot my password, what now?"
     assert defined["max_iterations"] == 3 and defined["rubric"]["type"] == "text"
     assert "relies on the knowledge base" in defined["rubric"]["content"]
     assert not [e for e in stack.agents.state.received_user_events(ticket.session_id) if e["type"] == "user.message"]

@@ -104,8 +104,10 @@ def test_the_definition_carries_the_request_first() -> None:
     config = _config("          rubric: States the window.\n")
     rubric = config.environments["internal"].outcomes.categories["refund"]
     event = define_event("Can I get a refund?", rubric)
-    assert event["description"].startswith("Can I get a refund?")
-    assert event["rubric"] == {"type": "text", "content": "States the window."} and event["max_iterations"] == 3
+    assert event["description"] == "Can I get a refund?"
+    content = "What a good answer is: a refund answer\n\nStates the window."
+    assert event["rubric"] == {"type": "text", "content": content}
+    assert event["max_iterations"] == 3
     assert request_text(SimpleNamespace(**event)) == "Can I get a refund?"
 
 

@@ -1,8 +1,9 @@
 """A ticket's outcome rounds in Redis, and the `user.define_outcome` event that starts one.
 
 A round begins when a ticket's work starts (its first message) and again after each Reopen: the
-message goes to the session as a `user.define_outcome` whose description carries the request
-and the rubric's description, instead of a `user.message` (the API "begins work on receipt" and
+message goes to the session as a `user.define_outcome` whose description is the request (the
+rubric's own description opens the rubric text), instead of a `user.message` (the API "begins
+work on receipt" and
 the Anthropic guides say not to send a `user.message` as well: reference managed-agents-api.md
 section 13). The round's record says which rubric applies, whether drafts are held back from the
 requester, and how the grader's verdicts went; the renderer reads it when a turn opens
@@ -22,13 +23,13 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
 from app.config.model import AppConfig
-from app.config.outcomes import Rubric, label
+from app.config.outcomes import MAX_RUBRIC_CHARS, Rubric, label
 from app.tickets.model import InboxMessage, Ticket
 
 P = "sa:outcome:"
 TTL_SECONDS = 400 * 24 * 3600  # past any report window and retention
-# Where the request ends and the rubric's description begins in a define_outcome description.
-SPEC = "\n\n---\nWhat to produce: "
+# Opens the rubric text with the rubric's description (what a good answer is).
+RUBRIC_HEAD = "What a good answer is: {description}\n\n"
 # SDK BetaManagedAgentsSpanOutcomeEvaluationEndEvent.result: terminal verdicts.
 TERMINAL = frozenset({"satisfied", "max_iterations_reached", "failed", "interrupted"})
 UNMET = frozenset({"max_iterations_reached", "failed"})
@@ -113,22 +114,23 @@ async def add_evaluation(redis: aioredis.Redis, ticket_id: str, evaluation: Eval
 
 def define_event(text: str, rubric: Rubric) -> dict[str, Any]:
     """The `user.define_outcome` for a request (SDK BetaManagedAgentsUserDefineOutcomeEventParams:
-    description, rubric {type: text, content}, max_iterations)."""
+    description, rubric {type: text, content}, max_iterations). The description is the request
+    as the requester wrote it ("What the agent should produce"); the rubric's description opens
+    the rubric text, within the SDK's 262,144 characters."""
+    content = RUBRIC_HEAD.format(description=rubric.description) + rubric.text
     return {
         "type": "user.define_outcome",
-        "description": f"{text}{SPEC}{rubric.description}",
-        "rubric": {"type": "text", "content": rubric.text},
+        "description": text,
+        "rubric": {"type": "text", "content": content if len(content) <= MAX_RUBRIC_CHARS else rubric.text},
         "max_iterations": rubric.max_iterations,
     }
 
 
 def request_text(event: Any) -> str | None:
-    """The request a `user.define_outcome` echo carries (what `define_event` put first)."""
+    """The request a `user.define_outcome` echo carries (its description, see `define_event`)."""
     if getattr(event, "type", None) != "user.define_outcome":
         return None
-    description = str(getattr(event, "description", "") or "")
-    head, sep, _ = description.rpartition(SPEC)
-    return head if sep else description
+    return str(getattr(event, "description", "") or "")
 
 
 async def events_for(

@@ -72,7 +72,8 @@ skills/claude-api/shared/managed-agents-client-patterns.md sections 2, 3 and 6):
   emitted event is validated with the SDK's union.
 - `evaluate` grades the session's current outcome (`user.define_outcome`):
   `span.outcome_evaluation_start`, `_ongoing`, `_end` with `result`, and the session's
-  `outcome_evaluations` entry follows (docs: outcomes).
+  `outcome_evaluations` entry follows (docs: outcomes); with no outcome being worked on it
+  emits nothing. `grader_usage` is the cycle's grader tokens (the end event's `usage`).
 
 Permissions: with `permission` null, the session's agent configuration decides (the tool's
 `permission_policy`; MCP toolsets default to `always_ask`, the agent toolset to `always_allow`,

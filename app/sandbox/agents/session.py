@@ -392,10 +392,14 @@ class SessionRuntime:
         """The grader's pass over the current outcome (docs: outcomes): start, a heartbeat,
         end with the verdict and the grader's `usage` (SDK BetaManagedAgentsSpanModelUsage; not
         added to the session's usage: whether the API's does is not documented); the session's
-        `outcome_evaluations` entry follows it."""
+        `outcome_evaluations` entry follows it. With no outcome being worked on (none defined, or
+        the last one reached a terminal result) there is nothing to grade and nothing is emitted:
+        each evaluation names "the outcome being evaluated" and `outcome_evaluations` holds "one
+        entry per define_outcome event" (SDK span_outcome_evaluation_*_event.py,
+        beta_managed_agents_session.py), so a script's `evaluate` in a plain turn is a no-op."""
         outcome = self.outcome
-        if outcome is None:
-            outcome = self._new_outcome("(no outcome defined)", None)
+        if outcome is None or outcome["result"] in ("satisfied", "max_iterations_reached", "failed", "interrupted"):
+            return
         iteration = outcome["iteration"]
         outcome["result"] = "evaluating"
         start = self.emit("span.outcome_evaluation_start", outcome_id=outcome["outcome_id"], iteration=iteration)

@@ -4,17 +4,41 @@ A scenario for the Managed Agents emulator: every turn thinks, searches our real
 base over MCP (so the tool timeline shows a real call and its result), then streams a canned
 answer and reports usage, so the cost footer has something to show. A few phrases pick other
 turns: past tickets (a tool call that waits for Approve / Deny) and a slow answer (to try Stop).
+
+Outcomes (issue 18): the demo workspace has a #help channel, served by the customer-facing
+`customers` environment, where the demo config turns outcomes on. A ticket there starts with a
+`user.define_outcome`; the answer is held back from the requester until the grader's one check
+("Checking the answer against the customer answer rubric", `evaluate` below) says satisfied. In
+#support no outcome is defined, so the same `evaluate` step grades nothing (the emulator emits no
+evaluation without an outcome being worked on).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 USAGE: dict[str, Any] = {
     "input_tokens": 3200,
     "output_tokens": 420,
     "cache_read_input_tokens": 1800,
     "active_seconds": 7.5,
+}
+
+# The grader's one check of an answer (a no-op where no outcome was defined, e.g. in #support).
+CHECK: dict[str, Any] = {
+    "evaluate": "satisfied",
+    "explanation": "The answer states the policy, says what to do next and cites the knowledge base.",
+    "grader_usage": {"input_tokens": 2400, "output_tokens": 180},
+}
+HELP_CHANNEL = ("C0004", "help")  # served by the `customers` environment (support-agent.yml)
+DEMO_RUBRIC: dict[str, Any] = {
+    "name": "customer answer",
+    "description": "A reply a customer can act on without a follow-up question.",
+    "rubric": "States the policy that applies, says what the customer should do next, cites the "
+              "knowledge-base document it relied on, and asks for no passwords or card numbers.",
+    "max_iterations": 3,
 }
 
 KB_SEARCH: dict[str, Any] = {
@@ -98,6 +122,7 @@ def _answer_turn(answer: str, query: str = "{user_text}") -> list[dict[str, Any]
         {"thinking": {}},
         {"message": answer, "deltas": 14, "delta_delay": 0.15},
         {"usage": USAGE},
+        CHECK,
     ]
 
 
@@ -110,6 +135,7 @@ def reopen_rules() -> list[dict[str, Any]]:
         {"message": "Picking this up again. Is the problem solved? If not, tell me what is still needed "
                     "and I'll carry on from here.", "deltas": 4, "delta_delay": 0.1},
         {"usage": USAGE},
+        CHECK,
     ]
     rules: list[dict[str, Any]] = [{"match": REOPEN_SAME_SESSION, "steps": still_needed}]
     for pattern, answer in ANSWERS:
@@ -139,6 +165,7 @@ def demo_scenario() -> dict[str, Any]:
                     "on_deny": [
                         {"message": "Understood: I won't search past tickets. Ask me anything else.", "deltas": 4},
                         {"usage": USAGE},
+                        CHECK,
                     ],
                 },
                 {
@@ -150,6 +177,7 @@ def demo_scenario() -> dict[str, Any]:
                     "delta_delay": 0.15,
                 },
                 {"usage": USAGE},
+                CHECK,
             ],
         },
         {
@@ -167,6 +195,7 @@ def demo_scenario() -> dict[str, Any]:
                     "delta_delay": 0.4,
                 },
                 {"usage": USAGE},
+                CHECK,
             ],
         },
     ]
@@ -177,3 +206,20 @@ def demo_scenario() -> dict[str, Any]:
                               "timeline above.\n\n" + HELP),
     })
     return {"rules": rules}
+
+
+def demo_config(text: str) -> str:
+    """The sandbox's config for the demo agent: outcomes on in the customer-facing environment."""
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("# Written by"))
+    data = yaml.safe_load(text) or {}
+    customers = (data.get("environments") or {}).get("customers")
+    if customers is not None:
+        customers["outcomes"] = {"enabled": True, "default": dict(DEMO_RUBRIC)}
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def demo_workspace(state: Any) -> None:
+    """#help in the emulated workspace (alice and bob in it, the bot too): outcomes show there."""
+    channel_id, name = HELP_CHANNEL
+    if state.find_channel(channel_id) is None:
+        state.add_channel(channel_id, name, members=["U0001", "U0002"], bot_member=True)

@@ -42,7 +42,7 @@ from app.observability.logs import configure_logging
 from app.redis_conn import EmbeddedRedis
 from app.runtime import make_scrubber
 from app.sandbox.app_runner import ROOT, InProcessApp
-from app.sandbox.page.demo import demo_scenario
+from app.sandbox.page.demo import demo_config, demo_scenario, demo_workspace
 from app.sandbox.server import ServerThread
 from app.sandbox.stack import Stack
 from mcp_servers.auth import mint_token
@@ -192,6 +192,7 @@ class LocalSandbox:
         self.stack.start()
         if not self.real_agent:
             self.stack.agents.set_scenario(demo_scenario())
+            demo_workspace(self.stack.slack.state)  # #help, where the demo shows an outcome check
         # A first config without the app's URL: the app's port is only known once it exists.
         config_path.write_text(self._config_text(source, None), encoding="utf-8")
         settings = self.stack.settings(**self._overrides())
@@ -265,12 +266,13 @@ class LocalSandbox:
             probe.close()
 
     def _config_text(self, source: Path, app_url: str | None) -> str:
-        return sandbox_config(
+        text = sandbox_config(
             source,
             public_base_url=None if self.bridged else self.public_url or app_url,
             bridge_to=app_url if self.bridged else None,
             staff=[STAFF_USER],
         )
+        return text if self.real_agent else demo_config(text)  # outcomes on in #help (issue 18)
 
     def _overrides(self) -> dict[str, Any]:
         """Settings the sandbox decides, whatever the environment or `.env` says."""
