@@ -26,7 +26,6 @@ from app.cost.model import Usage, format_duration, format_tokens, format_usd
 from app.names import Names
 from app.observability.scrub import Scrubber
 from app.sessions.memory import add_to_trace as memory_trace
-from app.sessions.outcome_record import SPEC as OUTCOME_SPEC
 from app.tickets.model import Ticket, TicketState, Transition
 from app.tickets.store import TicketStore
 from app.trace import model as k
@@ -374,8 +373,7 @@ class _Assembler:
         if etype in ("user.message", "user.define_outcome"):
             # A round's first message goes as an outcome (issue 18): its request, and the rubric's limit.
             outcome = etype == "user.define_outcome"
-            raw = str(ev.get("description") or "").rpartition(OUTCOME_SPEC)[0] if outcome else None
-            text = self.s.text(raw or str(ev.get("description") or "") if outcome else content_text(ev.get("content")))
+            text = self.s.text(str(ev.get("description") or "") if outcome else content_text(ev.get("content")))
             queued = ev.get("processed_at") is None
             extra = {"outcome_id": ev.get("outcome_id"), "max_iterations": ev.get("max_iterations")} if outcome else {}
             self.add(at, k.TraceEntry(
