@@ -211,8 +211,14 @@ async def test_interrupting_one_thread_lets_the_coordinator_go_on(
         return next((t for t in threads.values() if t.status == "running"), None)
 
     child = await wait_for(running_child)
+    # The thread's own stream (no `/events/` segment, SDK threads/events.py) sees it stop.
+    stream = await client.beta.sessions.threads.events.stream(child.id, session_id=session_id)
+    await wait_for(lambda: _true(bool(child.subscribers)))
     await client.beta.sessions.events.send(session_id, events=[
         {"type": "user.interrupt", "session_thread_id": child.id}])
+    async with stream:
+        seen = [event async for event in _until_idle(stream)]
+    assert seen[-1].type == "session.thread_status_idle" and seen[-1].session_thread_id == child.id
 
     async def answered() -> Any:
         events = [e async for e in client.beta.sessions.events.list(session_id, limit=1000)]
@@ -223,3 +229,15 @@ async def test_interrupting_one_thread_lets_the_coordinator_go_on(
     echo = next(e for e in events if e.type == "user.interrupt")
     assert echo.session_thread_id == child.id
     assert child.status == "idle"
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _until_idle(stream: Any) -> AsyncIterator[Any]:
+    async for event in stream:
+        no_extra(event)
+        yield event
+        if event.type == "session.thread_status_idle":
+            return
