@@ -124,6 +124,16 @@ async def test_forget_by_command_and_clear_errors(fresh_redis_url: str, tmp_path
         assert "redacted or a deletion" in refused
         assert "`/support memory #42`" in await command(stack, STAFF, "memory")
 
+        # A secret the agent wrote to memory never reaches Slack from here.
+        secret = "xoxb-1234567890-abcdefghijkl"
+        stack.agents.set_scenario([{"match": None, "steps": [
+            {"memory": "write", "path": "/creds.md", "content": f"their bot token is {secret}"},
+            {"message": "Noted."},
+        ]}])
+        await ask(stack, ACME, "UACME", "keep this", "Noted.")
+        shown = await command(stack, STAFF, "memory #2")
+        assert "/creds.md" in shown and "[redacted]" in shown and secret not in shown
+
 
 def test_only_memory_subcommands_are_taken_from_questions() -> None:
     from app.slack.commands import parse

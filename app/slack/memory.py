@@ -24,6 +24,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from app.redact import redact
 from app.render.slack_text import escape
 from app.runtime import Services
 from app.sessions.memory import MemoryEntry, entry_summary, known_stores, teacher, ticket_memory
@@ -261,7 +262,8 @@ async def memory_command(services: Services, command: dict[str, Any], text: str,
             answer = await ticket_text(services, text, command.get("team_id") or None)
     except (MemoryActionError, TicketNotFound) as exc:
         answer = f":warning: {exc}"
-    await respond(text=answer, response_type="ephemeral")
+    # A response_url post does not pass the redacting Slack client: memories may quote a secret.
+    await respond(text=redact(answer), response_type="ephemeral")
 
 
 async def _ack(ack: AsyncAck) -> None:
