@@ -92,6 +92,9 @@ async def make_tickets(emulator: AgentsEmulator, redis_url: str) -> dict[str, Ti
             ticket.state = state
             ticket.created_at = now - (days or 0) * DAY - 3600
             ticket.resolved_at = now - days * DAY if days is not None else None
+            # Seeded as it was long ago: written whole (a save keeps the stored state, which only
+            # a transition moves), then saved so the indexes follow the state.
+            await redis.set(f"sa:ticket:{ticket.id}", ticket.model_dump_json())
             await store.save(ticket)
             out[name] = ticket
         # Costs recorded for a ticket whose session will go: they must stay.

@@ -148,3 +148,56 @@ async def test_a_pushed_message_wakes_the_follower_of_its_ticket_only(redis: aio
         assert signals.waiter("T1-1") is not mine
     finally:
         await signals.aclose()
+
+
+async def test_a_stale_copy_never_undoes_a_resolve(redis: aioredis.Redis) -> None:
+    store = TicketStore(redis)
+    ticket, _ = await open_ticket(store)
+    ticket = await store.transition(ticket, TicketState.WORKING, "turn started")
+    follower_copy = ticket.model_copy(deep=True)  # read when the turn started
+    staff_copy = await store.get(ticket.id)
+    assert staff_copy is not None
+    await store.transition(staff_copy, TicketState.RESOLVED, "resolved by U2", actor="U2")
+
+    # The follower finishes its turn from its old copy: neither its move nor a save undoes the close.
+    moved = await store.transition(follower_copy, TicketState.WAITING_REQUESTER, "agent answered")
+    assert moved.state == TicketState.RESOLVED and follower_copy.state == TicketState.RESOLVED
+    stale = ticket.model_copy(deep=True)
+    stale.title = "renamed by the agent"
+    await store.save(stale)
+    stored = await store.get(ticket.id)
+    assert stored is not None and stored.state == TicketState.RESOLVED and stored.title == "renamed by the agent"
+    assert stored.resolved_at is not None
+    assert [t.to_state for t in await store.transitions(ticket.id)] == [
+        TicketState.OPEN, TicketState.WORKING, TicketState.RESOLVED]
+    assert ticket.id not in [t.id for t in await store.active()] and await store.count_active() == 0
+
+    # A move from a copy that knows the ticket is closed (Reopen) goes through.
+    reopened = await store.transition(stored, TicketState.OPEN, "reopened by U2", actor="U2")
+    assert reopened.state == TicketState.OPEN and (await store.get(ticket.id)).state == TicketState.OPEN  # type: ignore[union-attr]
+
+
+async def test_resolve_racing_a_finishing_turn_always_ends_resolved(redis: aioredis.Redis) -> None:
+    # Many interleavings of "a person resolves" and "the follower moves its old copy": in every one the
+    # ticket ends resolved, and each move that happened is recorded once.
+    store = TicketStore(redis)
+    for i in range(40):
+        ticket, _ = await open_ticket(store, f"{200 + i}.1")
+        ticket = await store.transition(ticket, TicketState.WORKING, "turn started")
+        follower_copy = ticket.model_copy(deep=True)
+
+        async def resolve(t_id: str = ticket.id, delay: float = (i % 5) * 0.0005) -> None:
+            await asyncio.sleep(delay)
+            fresh = await store.get(t_id)
+            assert fresh is not None
+            await store.transition(fresh, TicketState.RESOLVED, "resolved by U2", actor="U2")
+
+        async def finish(copy=follower_copy, delay: float = (i % 3) * 0.0005) -> None:  # type: ignore[no-untyped-def]
+            await asyncio.sleep(delay)
+            await store.transition(copy, TicketState.WAITING_REQUESTER, "agent answered")
+
+        await asyncio.gather(resolve(), finish())
+        stored = await store.get(ticket.id)
+        assert stored is not None and stored.state == TicketState.RESOLVED, i
+        states = [t.to_state for t in await store.transitions(ticket.id)]
+        assert states[-1] == TicketState.RESOLVED and states.count(TicketState.RESOLVED) == 1

@@ -24,12 +24,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from app.tickets.inbox_signal import CHANNEL as INBOX_CHANNEL
 from app.tickets.model import ACTIVE_STATES, InboxMessage, Ticket, TicketState, Transition
 
 P = "sa:"
 DEDUPE_TTL_SECONDS = 24 * 3600
+# Closed by a person (or the escalation path): only an explicit move from that state reopens it.
+CLOSED_STATES = frozenset({TicketState.RESOLVED, TicketState.ESCALATED})
 
 # Allocate a ticket for a thread exactly once, even when two intakes race on the same thread.
 _OPEN_LUA = """
@@ -123,30 +126,63 @@ class TicketStore:
         return await self.get(str(ticket_id)) if ticket_id else None
 
     async def save(self, ticket: Ticket) -> None:
-        ticket.updated_at = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"{P}ticket:{ticket.id}", ticket.model_dump_json())
-            if ticket.session_id:
-                pipe.set(f"{P}session:{ticket.session_id}", ticket.id)
-            if ticket.state in ACTIVE_STATES:
-                pipe.zadd(f"{P}tickets:active", {ticket.id: ticket.created_at})
-            else:
-                pipe.zrem(f"{P}tickets:active", ticket.id)
-            await pipe.execute()
+        """Write the ticket's fields, but never its state: a state moves only by `transition`.
+
+        Whoever saves may hold a copy read before a person resolved or escalated the ticket (a
+        follower finishing its turn); writing that copy's state would undo the close. The copy
+        is brought up to the stored state instead."""
+        await self._write(ticket, None)
 
     async def transition(
         self, ticket: Ticket, to_state: TicketState, cause: str, actor: str | None = None
     ) -> Ticket:
-        """Move a ticket to a state, recording when and why. A no-op move is not recorded."""
+        """Move a ticket to a state, recording when and why. A no-op move is not recorded.
+
+        Compare-and-set on the stored ticket: a move made from a stale copy never undoes a close
+        (resolved, escalated) made meanwhile; the stored ticket is returned unchanged then, and
+        the copy is brought up to it."""
         if ticket.state == to_state:
             return ticket
-        record = Transition(from_state=ticket.state, to_state=to_state, cause=cause, actor=actor)
-        ticket.state = to_state
-        if to_state == TicketState.RESOLVED:
-            ticket.resolved_at = record.at
-        await self.save(ticket)
-        await self.redis.rpush(f"{P}ticket:{ticket.id}:transitions", record.model_dump_json())
-        return ticket
+        return await self._write(ticket, (to_state, cause, actor))
+
+    async def _write(self, ticket: Ticket, move: tuple[TicketState, str, str | None] | None) -> Ticket:
+        key = f"{P}ticket:{ticket.id}"
+        seen = ticket.state  # what the caller's copy says: the state it decided from
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    stored = Ticket.model_validate_json(raw) if raw else None
+                    if stored is not None:
+                        ticket.state, ticket.resolved_at = stored.state, stored.resolved_at
+                    record: Transition | None = None
+                    if move is not None:
+                        to_state, cause, actor = move
+                        closed_meanwhile = ticket.state in CLOSED_STATES and ticket.state != seen
+                        if ticket.state == to_state or closed_meanwhile:
+                            await pipe.reset()
+                            return ticket
+                    pipe.multi()
+                    if move is not None:
+                        record = Transition(from_state=ticket.state, to_state=to_state, cause=cause, actor=actor)
+                        ticket.state = to_state
+                        if to_state == TicketState.RESOLVED:
+                            ticket.resolved_at = record.at
+                    ticket.updated_at = time.time()
+                    pipe.set(key, ticket.model_dump_json())
+                    if ticket.session_id:
+                        pipe.set(f"{P}session:{ticket.session_id}", ticket.id)
+                    if ticket.state in ACTIVE_STATES:
+                        pipe.zadd(f"{P}tickets:active", {ticket.id: ticket.created_at})
+                    else:
+                        pipe.zrem(f"{P}tickets:active", ticket.id)
+                    if record is not None:
+                        pipe.rpush(f"{key}:transitions", record.model_dump_json())
+                    await pipe.execute()
+                    return ticket
+                except WatchError:
+                    continue
 
     async def transitions(self, ticket_id: str) -> list[Transition]:
         raw = await self.redis.lrange(f"{P}ticket:{ticket_id}:transitions", 0, -1)
