@@ -42,6 +42,7 @@ from app.observability.logs import configure_logging
 from app.redis_conn import EmbeddedRedis
 from app.runtime import make_scrubber
 from app.sandbox.app_runner import ROOT, InProcessApp
+from app.sandbox.page import demo_specialist
 from app.sandbox.page.demo import demo_config, demo_scenario, demo_workspace
 from app.sandbox.server import ServerThread
 from app.sandbox.stack import Stack
@@ -200,6 +201,9 @@ class LocalSandbox:
         self.app = InProcessApp(settings, self.stack.config, port=self.app_port)
         config_path.write_text(self._config_text(source, self.app.url), encoding="utf-8")
         self.app.config = self.stack.config
+        if not self.real_agent:  # "specialist" questions go to the demo's billing specialist
+            agent = demo_specialist.specialist_agent(self.app.config)
+            self.stack.agents.set_scenario(demo_specialist.with_specialist(demo_scenario(), agent))
         self.app.start()
         self.stack.apps.append(self.app)
         self.stack.slack.set_app_url(f"{self.app.url}/slack/events")
@@ -272,7 +276,10 @@ class LocalSandbox:
             bridge_to=app_url if self.bridged else None,
             staff=[STAFF_USER],
         )
-        return text if self.real_agent else demo_config(text)  # outcomes on in #help (issue 18)
+        if self.real_agent:
+            return text
+        # Outcomes on in #help (issue 18); a billing specialist in the default environment (19).
+        return demo_specialist.add_specialist(demo_config(text))
 
     def _overrides(self) -> dict[str, Any]:
         """Settings the sandbox decides, whatever the environment or `.env` says."""
