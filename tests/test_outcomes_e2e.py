@@ -30,6 +30,7 @@ from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.stack import Stack
 from app.sessions import outcome_record
 from app.slack.blocks import ACTION_REOPEN, ACTION_RESOLVE
+from app.slack.home import build_home
 from app.tickets.model import Ticket, TicketState
 from app.trace.build import build_trace
 from tests.support import eventually
@@ -95,6 +96,7 @@ def write_config(tmp_path: Path, *, customer_facing: bool = False, triage: str |
     if triage:
         internal["triage_channel"] = triage
     data["slack"]["staff"] = {"users": [], "usergroups": ["S0001"]}
+    data["slack"]["admins"] = [ALICE]
     path = tmp_path / "support-agent.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     # The refund rubric is a repository file named relative to the config: copy it beside it.
@@ -344,3 +346,6 @@ async def test_grader_cost_in_the_ledger_and_the_verified_resolution_report(
     body = (await eventually(lambda: [r["body"] for r in stack.slack.state.snapshot_list("responses")]))[0]
     assert "2 verified resolutions of 2 resolved" in str(body["blocks"])
     assert "per verified resolution" in str(body["blocks"])
+    # And the admins' App Home, by environment and category.
+    home = str(app.run_coroutine(build_home(app.services, ALICE)))
+    assert "Verified resolutions this month" in home and "category *refund* · 1 verified resolution" in home

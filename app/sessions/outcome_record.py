@@ -147,7 +147,10 @@ async def events_for(
         again = outcomes.default if existing.key == "default" else outcomes.categories.get(existing.key)
         if again is not None:
             return [define_event(message.text, again)]
-    starts = existing is None or message.ts.startswith(REOPEN_PREFIX)
+    # Work starts with the ticket's first message (none delivered yet: a ticket that was already
+    # talking when outcomes were turned on starts its first round at its next reopen).
+    first = existing is None and not await redis.scard(f"sa:ticket:{ticket.id}:sent")  # TicketStore's key
+    starts = first or message.ts.startswith(REOPEN_PREFIX)
     chosen = outcomes.choose(ticket.category) if outcomes is not None and starts else None
     if chosen is None or env is None:
         return plain

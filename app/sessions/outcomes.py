@@ -99,6 +99,12 @@ class OutcomeTracker:
         # The round's turn is over, with a verdict or without one (then its drafts stay drafts).
         record.idle_at = iso(getattr(event, "processed_at", None))
         await save(self.redis, ticket.id, record)
+        if record.customer_facing and not record.terminal:
+            # Stopped (or ended) before any verdict: the requester saw no answer; staff should know.
+            verdict = Evaluation(event_id=str(getattr(event, "id", "")), round=record.round,
+                                 outcome_id=record.outcome_id or "", iteration=record.iterations,
+                                 result="no verdict", explanation="the turn ended before the grader gave a verdict")
+            await self._tell_staff(ticket, record, verdict)
 
     async def on_evaluated(self, ticket: Ticket, event: Any) -> None:
         record = await load(self.redis, ticket.id)
