@@ -52,8 +52,9 @@ HELP = (
     "I'm the sandbox's **scripted demo agent**, so my answers are canned. Try asking about "
     "**refunds**, **password reset or SSO**, **data export**, **API rate limits** or **invoices**; "
     "ask me to **check past tickets** to see a tool call wait for *Approve* / *Deny*; or ask for a "
-    "**slow** answer and stop it with ❌. Set `ANTHROPIC_API_KEY` and restart the sandbox to talk "
-    "to the real agent."
+    "**slow** answer and stop it with ❌. In **#help**, tell me to **remember** something about your "
+    "setup, then ask **what do you remember?** in a new ticket. Set `ANTHROPIC_API_KEY` and restart "
+    "the sandbox to talk to the real agent."
 )
 
 ANSWERS: list[tuple[str, str]] = [
@@ -148,9 +149,44 @@ def reopen_rules() -> list[dict[str, Any]]:
     return rules
 
 
+# Memory (issue 19): in #help a ticket told to "remember ..." writes it to the demo customer's
+# memory store; a later ticket asked "what do you remember?" reads it back (staff see which ticket
+# taught it with `/support memory #N`, and correct or forget it on App Home). In #support, the
+# internal environment has only its read-only product store: the write is refused, and says so.
+MEMORY_CUSTOMERS: dict[str, Any] = {"demo-customer": {"name": "Demo Customer", "channels": [HELP_CHANNEL[0]]}}
+MEMORY_RULES: list[dict[str, Any]] = [
+    {"match": r"(?i)^\W*(please\s+)?remember\b", "steps": [
+        {"thinking": {}},
+        {"memory": "write", "path": "/setup.md", "content": "{user_text}"},
+        {"message": "Memory: {last_tool_result}\n\nThe next ticket from this channel's customer starts with "
+                    "it: ask me *what do you remember?* in a new ticket.", "deltas": 6, "delta_delay": 0.1},
+        {"usage": USAGE},
+        CHECK,
+    ]},
+    {"match": r"(?i)what do you (remember|know)|do you remember|\brecall\b", "steps": [
+        {"thinking": {}},
+        {"memory": "read", "path": "/setup.md"},
+        {"message": "From this customer's memory (written by an earlier ticket):\n\n> {last_tool_result}",
+         "deltas": 6, "delta_delay": 0.1},
+        {"usage": USAGE},
+        CHECK,
+    ]},
+]
+
+
+def demo_memory(data: dict[str, Any]) -> None:
+    """Memory on in the demo config: a store per customer in #help, a product store each."""
+    data["customers"] = {**(data.get("customers") or {}), **MEMORY_CUSTOMERS}
+    for name, env in (data.get("environments") or {}).items():
+        memory: dict[str, Any] = {"enabled": True, "product": {}}
+        if name == "customers":
+            memory |= {"customers": {"access": "read_write"}, "forget_with_retention": True}
+        env["memory"] = memory
+
+
 def demo_scenario() -> dict[str, Any]:
     """The scenario posted to the Managed Agents emulator (plain JSON)."""
-    rules: list[dict[str, Any]] = [*reopen_rules(),
+    rules: list[dict[str, Any]] = [*MEMORY_RULES, *reopen_rules(),
         {
             "match": r"(?i)past tickets?|ticket history|similar tickets?|approv",
             "steps": [
@@ -215,6 +251,7 @@ def demo_config(text: str) -> str:
     customers = (data.get("environments") or {}).get("customers")
     if customers is not None:
         customers["outcomes"] = {"enabled": True, "default": dict(DEMO_RUBRIC)}
+    demo_memory(data)
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
