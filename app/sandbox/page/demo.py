@@ -163,7 +163,7 @@ MEMORY_RULES: list[dict[str, Any]] = [
         {"usage": USAGE},
         CHECK,
     ]},
-    {"match": r"(?i)what do you (remember|know)|do you remember|\brecall\b", "steps": [
+    {"match": r"(?i)\b(what|do) you remember\b", "steps": [
         {"thinking": {}},
         {"memory": "read", "path": "/setup.md"},
         {"message": "From this customer's memory (written by an earlier ticket):\n\n> {last_tool_result}",
