@@ -42,3 +42,21 @@ async def test_memory_needs_the_file_tools_and_provision_stays_idempotent(redis:
         assert agent.version == 2 and all(t.type != "agent_toolset_20260401" for t in agent.tools)
         await Provisioner(client, redis, off, strict=False).ensure_agent("customers")
         assert (await client.beta.agents.retrieve(agent_id)).version == 2
+
+
+async def test_stores_are_made_once_and_found_again_when_redis_forgot(redis: aioredis.Redis) -> None:
+    from app.sessions.memory import ensure_store, known_stores
+
+    with AgentsEmulator() as emulator:
+        client = emulator.client()
+        args = {"kind": "customer", "key": "acme", "label": "Acme", "name": "customer Acme", "description": "d"}
+        first = await ensure_store(client, redis, **args)
+        assert await ensure_store(client, redis, **args) == first
+        await redis.flushall()  # ids lost: found again by the store's metadata, not made twice
+        assert await ensure_store(client, redis, **args) == first
+        assert (await known_stores(redis))[first]["label"] == "Acme"
+        other = await ensure_store(client, redis, **{**args, "key": "globex", "name": "customer Globex"})
+        assert other != first
+        stores = [s async for s in client.beta.memory_stores.list()]
+        assert sorted(s.id for s in stores) == sorted([first, other])
+        assert stores[0].metadata["managed_by"] == "support-agent"
