@@ -166,6 +166,8 @@ async def test_agent_reads_and_writes_through_its_mount(emulator: AgentsEmulator
     assert reads == ["/mnt/memory/acme-corp/setup.md", "/mnt/memory/product-facts/limits.md"]
     texts = [e.content[0].text for e in events if e.type == "agent.tool_result"]
     assert texts == ["Acme uses Okta", "10 seats"]
+    listed = [s.id async for s in client.beta.sessions.list(memory_store_id=customer.id)]
+    assert sorted(listed) == sorted([first.id, second.id])
     # Another session without the customer's store cannot read it.
     other = await client.beta.sessions.create(agent=agent_id, environment_id=env_id, resources=resources[1:])
     await client.beta.sessions.events.send(

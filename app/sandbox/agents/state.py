@@ -501,6 +501,10 @@ class EmulatorState(ResourceStore):
                 continue
             if agent_version and str(data["agent"]["version"]) != str(agent_version):
                 continue
+            # SDK session_list_params.memory_store_id: "resources contain a memory_store with this id".
+            store = query.get("memory_store_id")
+            if store and not any(r.get("memory_store_id") == store for r in data["resources"]):
+                continue
             if statuses and data["status"] not in statuses:
                 continue
             if not _passes(data["created_at"], filters):
