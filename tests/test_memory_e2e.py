@@ -190,3 +190,36 @@ async def test_a_store_the_api_refuses_leaves_the_ticket_answered_without_memory
         ts = await ask(stack, ACME, "UACME", "hello again", "Answered.")
         ticket = app.run_coroutine(app.services.store.by_thread("T0001", ACME, ts))
         assert sorted(session_stores(stack, ticket.session_id).values()) == ["read_only", "read_write"]
+
+
+async def test_internal_tickets_see_a_customers_memory_only_when_configured(
+    fresh_redis_url: str, tmp_path: Path
+) -> None:
+    data = yaml.safe_load(memory_config(tmp_path).read_text())
+    data["customers"]["acme"]["channels"].append("C0ACMEINT")  # staff's own channel about Acme
+    data["environments"]["internal"]["memory"]["customers"] = {"access": "read_only"}
+    path = tmp_path / "support-agent.yml"
+    path.write_text(yaml.safe_dump(data))
+    with Stack(fresh_redis_url, config_path=path, data_dir=tmp_path) as stack:
+        world(stack)
+        stack.slack.state.add_channel("C0ACMEINT", "acme-internal", members=["U0001"])
+        app = stack.start_app()
+        await ask(stack, ACME, "UACME", "please remember our setup", "Noted.")
+        staff = await ask(stack, "C0ACMEINT", "U0001", "recall acme's setup", "From memory:")
+        assert answer(stack, "C0ACMEINT", staff) == f"From memory: {FACT}"
+        ticket = app.run_coroutine(app.services.store.by_thread("T0001", "C0ACMEINT", staff))
+        assert ticket.environment == "internal"
+        assert sorted(session_stores(stack, ticket.session_id).values()) == ["read_only", "read_only"]
+        # Read-only for internal tickets: a write there is refused and the customer's memory stays.
+        stack.agents.set_scenario([{"match": None, "steps": [
+            {"memory": "write", "path": "/setup.md", "content": "overwritten by staff", "store": "customer Acme Corp"},
+            {"message": "Tried: {last_tool_result}"},
+        ]}])
+        tried = await ask(stack, "C0ACMEINT", "U0001", "overwrite it", "Tried:")
+        assert "read-only file system" in (answer(stack, "C0ACMEINT", tried) or "")
+        stack.agents.set_scenario(SCENARIO)
+        again = await ask(stack, ACME, "UACME", "recall our setup", "From memory:")
+        assert answer(stack, ACME, again) == f"From memory: {FACT}"
+        # An internal channel nobody mapped still gets no customer's memory.
+        unmapped = await ask(stack, INTERNAL, "U0001", "recall acme's setup", "From memory:")
+        assert answer(stack, INTERNAL, unmapped) == "From memory: File does not exist."
