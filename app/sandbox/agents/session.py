@@ -215,8 +215,9 @@ class SessionRuntime:
         }
 
     def all_events(self) -> list[dict[str, Any]]:
-        """Processed events in order, then queued user messages (processed_at null)."""
-        return [*self.events, *self.queued]
+        """Processed events in order, then queued user messages (processed_at null; a queued
+        define_outcome was processed on receipt, so it is among the events already)."""
+        return [*self.events, *(e for e in self.queued if e.get("processed_at") is None)]
 
     # -- emitting ----------------------------------------------------------------------------
 
@@ -423,7 +424,14 @@ class SessionRuntime:
             outcome["result"] = result
             outcome["completed_at"] = rfc3339(self.state.clock.now())
 
-    def _new_outcome(self, description: str, outcome_id: str | None) -> dict[str, Any]:
+    def _new_outcome(self, description: str, outcome_id: str | None, current: bool = True) -> dict[str, Any]:
+        """The session's entry for an outcome (SDK BetaManagedAgentsOutcomeEvaluationResource:
+        `pending` "before the agent begins work"); `current` makes it the one being worked on."""
+        for known in self.outcome_evaluations:
+            if outcome_id is not None and known["outcome_id"] == outcome_id:
+                if current:
+                    self.outcome = known
+                return known
         outcome = {
             "type": "outcome_evaluation",
             "outcome_id": outcome_id or self.state.new_id("outc"),
@@ -434,7 +442,8 @@ class SessionRuntime:
             "completed_at": None,
         }
         self.outcome_evaluations.append(outcome)
-        self.outcome = outcome
+        if current:
+            self.outcome = outcome
         return outcome
 
     async def run_subagent(self, step: Any, parent: TurnEngine) -> None:
@@ -560,6 +569,13 @@ class SessionRuntime:
             if self.worker is None and self.status != "terminated":
                 self._process_now(event)
                 self._start_turns(event)
+            elif kind == "user.define_outcome":
+                # Accepted on receipt, echoed once with its time (docs events-and-streaming: it is
+                # "processed on receipt"; SDK BetaManagedAgentsUserDefineOutcomeEvent.processed_at is
+                # required); its work follows the turn in progress (when is not documented).
+                self._process_now(event)
+                self._new_outcome(str(event.get("description") or ""), event["outcome_id"], current=False)
+                self.queued.append(event)
             else:
                 event["processed_at"] = None
                 self.queued.append(event)
@@ -614,10 +630,11 @@ class SessionRuntime:
                 event = None
                 if self.status != "terminated" and self.queued:
                     event = self.queued.popleft()
-                    event["processed_at"] = rfc3339(self.state.clock.now())
-                    self.events.append(event)
-                    # Its second echo, now with processed_at (client-patterns section 2).
-                    self.broadcast(dict(event))
+                    if event["type"] != "user.define_outcome":  # that one was processed on receipt
+                        event["processed_at"] = rfc3339(self.state.clock.now())
+                        self.events.append(event)
+                        # Its second echo, now with processed_at (client-patterns section 2).
+                        self.broadcast(dict(event))
                     self.emit("session.status_running")
         finally:
             self.worker = None
