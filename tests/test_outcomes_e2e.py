@@ -24,7 +24,7 @@ import yaml
 from app.cli import main
 from app.cost.grader import GraderLedger
 from app.cost.ledger import CostLedger, utc_today
-from app.cost.model import Usage, compute_cost
+from app.cost.model import Usage, compute_cost, format_usd
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.stack import Stack
@@ -340,6 +340,10 @@ async def test_grader_cost_in_the_ledger_and_the_verified_resolution_report(
     record_ = dict(zip(header.split(","), line.split(","), strict=True))
     assert record_["environment"] == "internal" and record_["verified"] == "2"
     assert abs(Decimal(record_["cost_per_verified_resolution_usd"]) - spent / 2) < Decimal("0.000002")
+
+    # The plain cost table gets the grader's own line beside it.
+    assert await asyncio.to_thread(main, ["costs"]) == 0
+    assert f"outcome grader: {format_usd(3 * one)} over 3 checks on 2 tickets" in capsys.readouterr().out
 
     # `/support cost` says it too.
     await stack.slack.send_command("/support", "cost", user=ALICE)

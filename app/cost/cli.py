@@ -333,13 +333,37 @@ def cmd_costs(args: argparse.Namespace) -> int:
                 embedded.close()
     try:
         rows, labels = asyncio.run(_read_rows(url, args.by, since, until, settings))
+        # The outcome grader's own line (issue 18), beside the table.
+        grader = _grader_line(url, since, until) if args.fmt == "table" else None
     finally:
         if embedded is not None:
             embedded.close()
     print(render_rows(rows, args.by, args.fmt, labels))
     if not rows and args.fmt == "table":
         print(f"(no costs recorded from {since} to {until})", file=sys.stderr)
+    if grader:
+        print(grader)
     return 0
+
+
+def _grader_line(url: str, since: date, until: date) -> str | None:
+    from app.cost.grader import GraderLedger
+    from app.redis_conn import connect
+
+    async def read() -> str | None:
+        redis = connect(url)
+        try:
+            totals = await GraderLedger(redis).total(since=since, until=until)
+        finally:
+            await redis.aclose()
+        if not totals.evaluations:
+            return None
+        checks = f"{totals.evaluations} check{'s' if totals.evaluations != 1 else ''}"
+        tickets = f"{totals.tickets} ticket{'s' if totals.tickets != 1 else ''}"
+        return (f"outcome grader: {format_usd(totals.total_usd)} over {checks} on {tickets}"
+                " (its own line, not in the figures above; see --verified)")
+
+    return asyncio.run(read())
 
 
 def _verified(args: argparse.Namespace, url: str, since: date, until: date, settings: Settings) -> int:
