@@ -168,12 +168,14 @@ async def test_define_outcome_and_session_resources(emu: AgentsEmulator, client:
     emu.set_scenario({"rules": [{"match": "refund", "steps": [
         {"message": "Draft."}, {"evaluate": "needs_revision"}, {"message": "Final."}, {"evaluate": "satisfied"},
     ]}]})
+    # A memory store must exist to be attached (SDK: "Must belong to the caller's organization").
+    store = await client.beta.memory_stores.create(name="Product facts")
     _, session = await setup_session(
         client,
         resources=[
             {"type": "github_repository", "url": "https://github.com/acme/docs", "authorization_token": "ghp_x"},
             {"type": "file", "file_id": "file_123"},
-            {"type": "memory_store", "memory_store_id": "memstore_1", "access": "read_only"},
+            {"type": "memory_store", "memory_store_id": store.id, "access": "read_only"},
         ],
     )
     no_extras(session)
