@@ -353,3 +353,22 @@ async def test_grader_cost_in_the_ledger_and_the_verified_resolution_report(
     # And the admins' App Home, by environment and category.
     home = str(app.run_coroutine(build_home(app.services, ALICE)))
     assert "Verified resolutions this month" in home and "category *refund* · 1 verified resolution" in home
+
+
+async def test_with_outcomes_off_an_answer_is_never_a_draft(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    """The shipped config (outcomes off): no outcome is defined, and outcome events the session
+    reports anyway (as the contract test injects them) leave the answer as it is."""
+    _flush(redis_server.url)
+    with Stack(redis_server.url, data_dir=tmp_path) as stack:
+        stack.agents.set_scenario({"rules": [{"match": None, "steps": [
+            {"event": "user.define_outcome"}, {"event": "span.outcome_evaluation_start"},
+            {"event": "span.outcome_evaluation_end", "fields": {"result": "satisfied"}},
+            {"message": "All of it, and nothing else."},
+        ]}]})
+        app = stack.start_app()
+        ts = await stack.slack.user_posts(SUPPORT, "the whole union please")
+        ticket = await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
+        await eventually(lambda: finished(stack, ts) and "All of it" in shown_text(stack, ts))
+        assert [m.get("text") for m in bot_messages(stack, ts)] == ["All of it, and nothing else."]
+        assert ticket.session_id and not defines(stack, ticket.session_id)
+        assert record(app, ticket.id) is None

@@ -168,8 +168,10 @@ def test_internal_drafts_are_shown_with_a_label_and_a_closing_line() -> None:
 
 def test_without_an_outcome_nothing_changes() -> None:
     layout = _turn(None)
-    # The echo alone makes a round active (an outcome defined by someone else still is one).
-    assert "first draft" in _outbox_text(layout)
+    # No round of ours: the answers are not drafts; the grader's verdict still shows as a check.
+    assert _outbox_text(layout) == "first draft\n\nclosing words" and layout.outcome.closing_note() is None
+    [task] = layout.tasks.values()
+    assert task.title == "Checking the answer" and task.status == "error"
     plain = Layout(3000)
     plain.apply(_ev("agent.message", 1, id="m1", text="an answer"))
     assert _outbox_text(plain) == "an answer" and plain.outcome.closing_note() is None

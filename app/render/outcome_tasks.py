@@ -60,8 +60,8 @@ def _time(event: Any) -> datetime | None:
 class OutcomeView:
     """One turn's view of its ticket's outcome round (inactive when none applies)."""
 
-    active: bool = False
-    name: str = "the"
+    active: bool = False  # a round of ours (its record) is in force for this turn
+    name: str | None = None
     hold: bool = False  # customer_facing: drafts wait for a satisfied verdict
     defined_at: datetime | None = None
     verdict: str | None = None
@@ -128,15 +128,16 @@ class OutcomeView:
     def apply(self, layout: LayoutLike, event: Any, sources: list[Any]) -> list[Any]:
         etype = str(getattr(event, "type", ""))
         if etype == "user.define_outcome":
-            self.active, self.defined_at = True, _time(event)
-            self.verdict = self.verdict_at = self.idle_at = None
+            # Ours only with a round's record (written before it was sent); any other is shown
+            # as a check when graded, but does not make the answers drafts.
+            if self.active:
+                self.defined_at = _time(event)
+                self.verdict = self.verdict_at = self.idle_at = None
             return sources
         task_id = f"outcome-{getattr(event, 'outcome_id', '')}-{getattr(event, 'iteration', 0)}"
         if etype == "span.outcome_evaluation_start":
-            self.active = True
             if task_id not in layout.tasks:
-                layout._add(Task(task_id, f"Checking the answer against the {self.name} rubric", "in_progress",
-                                 "check"), sources)
+                layout._add(Task(task_id, self.title(), "in_progress", "check"), sources)
                 return []
             return sources
         if etype != "span.outcome_evaluation_end":
@@ -147,7 +148,7 @@ class OutcomeView:
         output = words if self.hold or not explanation or result == "satisfied" else f"{words}: {explanation}"
         task = layout.tasks.get(task_id)
         if task is None:
-            task = Task(task_id, f"Checking the answer against the {self.name} rubric", "in_progress", "check")
+            task = Task(task_id, self.title(), "in_progress", "check")
             layout.tasks[task_id] = task
         self.checks = max(self.checks, int(getattr(event, "iteration", 0) or 0) + 1)
         if result != "needs_revision":
@@ -169,6 +170,9 @@ class OutcomeView:
         reason = getattr(getattr(event, "stop_reason", None), "type", None)
         if self.active and self.idle_at is None and reason not in ("requires_action", "budget_reached"):
             self.idle_at = _time(event)
+
+    def title(self) -> str:
+        return f"Checking the answer against the {self.name} rubric" if self.name else "Checking the answer"
 
     # -- the turn's last line --------------------------------------------------------------
 
