@@ -196,3 +196,17 @@ async def test_an_agent_without_file_tools_cannot_use_its_memory(emulator: Agent
     assert not [e for e in events if e.type == "agent.tool_use"]
     assert [e.error.type for e in events if e.type == "session.error"] == ["unknown_error"]
     assert [m async for m in client.beta.memory_stores.memories.list(store.id)] == []
+
+
+async def test_reset_forgets_stores_and_new_ones_attach(emulator: AgentsEmulator) -> None:
+    client = emulator.client()
+    old = await client.beta.memory_stores.create(name="old")
+    emulator.state.reset()
+    with pytest.raises(anthropic.NotFoundError):
+        await client.beta.memory_stores.retrieve(old.id)
+    agent_id, env_id = await _agent_env(client)
+    store = await client.beta.memory_stores.create(name="new")
+    session = await client.beta.sessions.create(
+        agent=agent_id, environment_id=env_id, resources=[{"type": "memory_store", "memory_store_id": store.id}]
+    )
+    assert [r.memory_store_id for r in session.resources if r.type == "memory_store"] == [store.id]

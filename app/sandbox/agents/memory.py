@@ -417,52 +417,52 @@ def memory_routes(state: Any, api: Any, json_body: Any) -> list[Any]:
     """Starlette routes for `/v1/memory_stores` (the SDK's paths)."""
     from starlette.routing import Route
 
-    mem: MemoryEmulation = state.memory
+    # `state.memory` is looked up per request: `EmulatorState.reset` replaces it.
 
     def p(request: Any, name: str) -> str:
         return str(request.path_params[name])
 
     async def stores(request: Any) -> Any:
         if request.method == "POST":
-            return mem.create_store(await json_body(request))
-        return mem.list_stores(request.query_params)
+            return state.memory.create_store(await json_body(request))
+        return state.memory.list_stores(request.query_params)
 
     async def store(request: Any) -> Any:
         store_id = p(request, "store_id")
         if request.method == "POST":
-            return mem.update_store(store_id, await json_body(request))
+            return state.memory.update_store(store_id, await json_body(request))
         if request.method == "DELETE":
-            return mem.delete_store(store_id)
-        return dict(mem.store(store_id))
+            return state.memory.delete_store(store_id)
+        return dict(state.memory.store(store_id))
 
     async def archive(request: Any) -> Any:
-        return mem.archive_store(p(request, "store_id"))
+        return state.memory.archive_store(p(request, "store_id"))
 
     async def memories(request: Any) -> Any:
         store_id = p(request, "store_id")
         if request.method == "POST":
-            made = mem.create_memory(store_id, await json_body(request))
-            return mem.shown(made, _view(request.query_params, "basic"))
-        return mem.list_memories(store_id, request.query_params)
+            made = state.memory.create_memory(store_id, await json_body(request))
+            return state.memory.shown(made, _view(request.query_params, "basic"))
+        return state.memory.list_memories(store_id, request.query_params)
 
     async def memory(request: Any) -> Any:
         store_id, memory_id = p(request, "store_id"), p(request, "memory_id")
         if request.method == "POST":
-            changed = mem.update_memory(store_id, memory_id, await json_body(request))
-            return mem.shown(changed, _view(request.query_params, "basic"))
+            changed = state.memory.update_memory(store_id, memory_id, await json_body(request))
+            return state.memory.shown(changed, _view(request.query_params, "basic"))
         if request.method == "DELETE":
-            return mem.delete_memory(store_id, memory_id, request.query_params)
-        return mem.shown(mem._memory(store_id, memory_id), _view(request.query_params, "full"))
+            return state.memory.delete_memory(store_id, memory_id, request.query_params)
+        return state.memory.shown(state.memory._memory(store_id, memory_id), _view(request.query_params, "full"))
 
     async def versions(request: Any) -> Any:
-        return mem.list_versions(p(request, "store_id"), request.query_params)
+        return state.memory.list_versions(p(request, "store_id"), request.query_params)
 
     async def version(request: Any) -> Any:
-        found = mem.version(p(request, "store_id"), p(request, "version_id"))
-        return mem.shown(copy.deepcopy(found), _view(request.query_params, "full"))
+        found = state.memory.version(p(request, "store_id"), p(request, "version_id"))
+        return state.memory.shown(copy.deepcopy(found), _view(request.query_params, "full"))
 
     async def redact(request: Any) -> Any:
-        return dict(mem.redact_version(p(request, "store_id"), p(request, "version_id")))
+        return dict(state.memory.redact_version(p(request, "store_id"), p(request, "version_id")))
 
     base = "/v1/memory_stores"
     return [
