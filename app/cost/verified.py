@@ -147,7 +147,9 @@ async def gather(
     redis: aioredis.Redis, config: AppConfig | None, *, since: date, until: date
 ) -> list[ResolutionFacts]:
     store = TicketStore(redis)
-    tickets = [t for t in await store.recent(limit=MAX_TICKETS) if t.resolved_at or t.state == TicketState.RESOLVED]
+    # `resolved_at` is a ticket's latest resolution: one in the period means a latest one after its start.
+    start = datetime.combine(since, datetime.min.time(), UTC).timestamp()
+    tickets = [t for t in await store.recent(limit=MAX_TICKETS) if t.resolved_at and t.resolved_at >= start]
     pricing = config.pricing if config is not None else None
     agent = await CostLedger(redis, pricing).ticket_totals(t.id for t in tickets)
     grader = await GraderLedger(redis, pricing).ticket_totals(t.id for t in tickets)
