@@ -2,7 +2,8 @@
 
 A follower normally sees every session event on its stream. If no worker follows the ticket
 (its job was lost, its follower ended early, the process died between turns), a session that
-goes idle, needs an approval, hits its budget or terminates would sit unnoticed. The webhook
+goes idle, needs an approval, hits its budget, terminates or gets a grader's verdict
+(`session.outcome_evaluation_ended`, issue 18) would sit unnoticed. The webhook
 for those changes enqueues a job for the ticket; the worker that takes it catches up from
 the session's history (which renders what was missed and moves the ticket's state).
 
@@ -39,7 +40,9 @@ log = logging.getLogger(__name__)
 
 PATH = "/webhooks/anthropic"
 WAKE_TYPES = frozenset(
-    {"session.status_idled", "session.requires_action", "session.budget_reached", "session.status_terminated"}
+    {"session.status_idled", "session.requires_action", "session.budget_reached", "session.status_terminated",
+     # A grader's verdict nobody followed (issue 18): the catch-up records it and hands off if unmet.
+     "session.outcome_evaluation_ended"}
 )
 SEEN_TTL_SECONDS = 24 * 3600
 CLOSED_STATES = frozenset({TicketState.RESOLVED, TicketState.ESCALATED})

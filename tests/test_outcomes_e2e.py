@@ -372,3 +372,43 @@ async def test_with_outcomes_off_an_answer_is_never_a_draft(redis_server: Embedd
         assert [m.get("text") for m in bot_messages(stack, ts)] == ["All of it, and nothing else."]
         assert ticket.session_id and not defines(stack, ticket.session_id)
         assert record(app, ticket.id) is None
+
+
+async def test_a_verdict_nobody_followed_is_acted_on_when_its_webhook_arrives(stack: Stack) -> None:
+    """`session.outcome_evaluation_ended` wakes a ticket whose follower missed the grader: the
+    catch-up records the checks and hands the ticket to a person."""
+    from pydantic import SecretStr
+
+    from app.tickets.model import InboxMessage
+    from tests.test_webhooks import KEY, payload, post, signed
+
+    app = stack.start_app(anthropic_webhook_signing_key=SecretStr(KEY))
+    s = app.services
+
+    async def stalled() -> Ticket:
+        agent = await s.anthropic.beta.agents.create(name="support-agent", model=MODEL)
+        env = await s.anthropic.beta.environments.create(name="support-internal")
+        session = await s.anthropic.beta.sessions.create(agent=agent.id, environment_id=env.id)
+        root = await s.slack.chat_postMessage(channel=SUPPORT, text="Please fix the VAT number on my invoice")
+        ticket, _ = await s.store.open_ticket(team_id=TEAM, channel_id=SUPPORT, thread_ts=str(root["ts"]),
+                                              requester_id=ALICE, environment="internal", title="VAT number")
+        ticket.session_id = session.id
+        await s.store.save(ticket)
+        ticket = await s.store.transition(ticket, TicketState.WORKING, "agent running")
+        message = InboxMessage(ts=str(root["ts"]), user_id=ALICE, text="Please fix the VAT number on my invoice")
+        events = await outcome_record.events_for(s.redis, s.config, ticket, message)
+        await s.anthropic.beta.sessions.events.send(session.id, events=events)  # type: ignore[arg-type]
+        return ticket
+
+    ticket = app.run_coroutine(stalled())
+    assert ticket.session_id
+    await eventually(lambda: emulated_session(stack, ticket.session_id or "")["status"] == "idle")
+    assert app.run_coroutine(outcome_record.evaluations(s.redis, ticket.id)) == []  # nobody followed
+    body = payload(ticket.session_id, etype="session.outcome_evaluation_ended", event_id="event_outcome")
+    response = await post(app, body, signed(body, "msg_outcome"))
+    assert response.status_code == 200 and response.json()["action"] == "woken"
+    await ticket_in(app, ticket.thread_ts, TicketState.ESCALATED)
+    evaluations = app.run_coroutine(outcome_record.evaluations(s.redis, ticket.id))
+    assert [e.result for e in evaluations] == ["needs_revision", "needs_revision", "max_iterations_reached"]
+    await eventually(lambda: any("never said a credit note is issued" in m["text"]
+                                 for m in stack.slack.state.history(TRIAGE)))
