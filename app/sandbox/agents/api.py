@@ -86,12 +86,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.sandbox.agents.memory import memory_routes
+from app.sandbox.agents.multiagent import prepare_agent_body
 from app.sandbox.agents.resources import ApiError, redact
 from app.sandbox.agents.scenario import Scenario
 from app.sandbox.agents.session import Prices, StreamAborted
 from app.sandbox.agents.state import EmulatorState, Fault
 from app.sandbox.agents.thread_api import thread_routes
-from app.sandbox.agents.threads import prepare_agent_body
 from app.sandbox.server import ServerThread
 
 __all__ = ["AgentsEmulator", "EmulatorState", "Prices", "Scenario", "create_app"]

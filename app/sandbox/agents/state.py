@@ -369,7 +369,7 @@ class EmulatorState(ResourceStore):
             # anthropics/skills managed-agents-api-reference.md (ArchiveAgent): "new sessions cannot reference it".
             raise ApiError(400, "agent is archived")
         snapshot = session_agent(agent)
-        from app.sandbox.agents.threads import session_snapshot
+        from app.sandbox.agents.multiagent import session_snapshot
 
         snapshot = session_snapshot(self, snapshot)  # the roster as full agent definitions
         if overrides:
