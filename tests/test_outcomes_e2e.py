@@ -73,6 +73,12 @@ SCENARIO = {"rules": [
          "grader_usage": GRADER},
         {"message": "I could not fully answer this; a person will help.", "deltas": 2},
     ]},
+    {"match": "(?i)dark mode", "steps": [
+        {"message": "Dark mode is under Settings → Appearance.", "deltas": 2},
+        {"evaluate": "failed", "explanation": "the rubric asks for a support answer; this reply is a guess",
+         "grader_usage": GRADER},
+        {"message": "Sorry, I could not verify this.", "deltas": 2},
+    ]},
     {"match": "(?i)reopened", "steps": [
         {"message": "Picking this up again: the refund was sent.", "deltas": 2},
         {"evaluate": "satisfied", "explanation": "states what happened", "grader_usage": GRADER},
@@ -412,3 +418,20 @@ async def test_a_verdict_nobody_followed_is_acted_on_when_its_webhook_arrives(st
     assert [e.result for e in evaluations] == ["needs_revision", "needs_revision", "max_iterations_reached"]
     await eventually(lambda: any("never said a credit note is issued" in m["text"]
                                  for m in stack.slack.state.history(TRIAGE)))
+
+
+async def test_customer_facing_failed_check_goes_to_a_person_and_the_draft_never_shows(facing_stack: Stack) -> None:
+    stack = facing_stack
+    app = stack.start_app()
+    ts = await stack.slack.user_posts(SUPPORT, "Where is dark mode?")
+    ticket = await ticket_in(app, ts, TicketState.ESCALATED)
+    await eventually(lambda: finished(stack, ts) and "support team" in shown_text(stack, ts))
+    text = shown_text(stack, ts)
+    assert "Settings → Appearance" not in text and "could not verify" not in text
+    assert "the rubric asks for a support answer" not in text  # the grader's words stay with staff
+    [check] = check_tasks(stack, ts)
+    assert (check["status"], check["output"]) == ("error", "the rubric does not apply to this answer")
+    held = [e for e in stack.slack.state.snapshot_list("ephemerals") if e["user"] == ALICE]
+    assert any("Settings → Appearance" in e["text"] and "this reply is a guess" in e["text"] for e in held)
+    last = app.run_coroutine(app.services.store.transitions(ticket.id))[-1]
+    assert last.cause == "outcome failed: handed to a person"
