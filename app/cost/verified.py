@@ -234,14 +234,12 @@ def summary_line(rows: list[VerifiedRow]) -> str | None:
 # -- Slack: `/support cost` and the admin App Home --------------------------------------------
 
 
-async def month_rows(
-    redis: aioredis.Redis, config: AppConfig | None, by: str, *, channel: str | None = None, today: date | None = None
-) -> list[VerifiedRow]:
+async def month_facts(
+    redis: aioredis.Redis, config: AppConfig | None, *, channel: str | None = None, today: date | None = None
+) -> list[ResolutionFacts]:
     today = today or datetime.now(UTC).date()
     facts = await gather(redis, config, since=today.replace(day=1), until=today)
-    if channel is not None:
-        facts = [f for f in facts if f.channel == channel]
-    return group(facts, by)
+    return [f for f in facts if channel is None or f.channel == channel]
 
 
 async def slack_blocks(
@@ -249,15 +247,16 @@ async def slack_blocks(
 ) -> list[dict[str, Any]]:
     """This month's verified resolutions as Block Kit: one line (a channel), or one line per
     environment and category (the admin home). Empty when nothing was resolved."""
+    facts = await month_facts(redis, config, channel=channel)
     if channel is not None:
-        line = summary_line(await month_rows(redis, config, "channel", channel=channel))
+        line = summary_line(group(facts, "channel"))
         return [_context(f":white_check_mark: This month: {line}.")] if line else []
-    by_env = await month_rows(redis, config, "environment")
+    by_env = group(facts, "environment")
     total = summary_line(by_env)
     if not total:
         return []
     lines = [f"*{r.key}* · {summary_line([r])}" for r in by_env]
-    lines += [f"category *{r.key}* · {summary_line([r])}" for r in await month_rows(redis, config, "category")]
+    lines += [f"category *{r.key}* · {summary_line([r])}" for r in group(facts, "category")]
     text = "*Verified resolutions this month*\n" + total + "\n" + "\n".join(lines)
     return [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}]
 
