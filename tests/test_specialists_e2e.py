@@ -138,7 +138,7 @@ def emulated_threads(stack: Stack, session_id: str) -> list[Any]:
 
 
 async def test_a_question_routed_to_a_specialist_shows_in_the_timeline_with_its_cost(
-    stack: tuple[Stack, InProcessApp],
+    stack: tuple[Stack, InProcessApp], capsys: pytest.CaptureFixture[str],
 ) -> None:
     s, app = stack
     s.agents.set_scenario(ROUTED)
@@ -171,6 +171,13 @@ async def test_a_question_routed_to_a_specialist_shows_in_the_timeline_with_its_
     assert (billing.specialist, billing.models, billing.threads) == ("billing", ["claude-haiku-4-5"], 1)
     assert (billing.input_tokens, billing.output_tokens, float(billing.active_seconds)) == (4000, 500, 6.0)
     assert billing.tokens_usd == Decimal("0.0065")  # 4000 x $1/M + 500 x $5/M (Haiku 4.5)
+    # ...and reported: `support-agent costs --by specialist` (the stack's REDIS_URL is set).
+    from app.cli import main
+
+    assert await asyncio.to_thread(main, ["costs", "--by", "specialist", "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["specialist"], row["threads"], row["input_tokens"]) == ("billing", 1, 4000)
+    assert Decimal(row["tokens_usd"]) == Decimal("0.0065")
     # The emulator's own thread usage is the reference.
     retrieved = app.run_coroutine(
         app.services.anthropic.beta.sessions.threads.retrieve(thread.id, session_id=ticket.session_id)

@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--since", type=_date, help="first day, YYYY-MM-DD (default: first of this month)")
     p.add_argument("--until", type=_date, help="last day, inclusive, YYYY-MM-DD (default: today)")
-    p.add_argument("--by", choices=(*DIMENSIONS, "category"), default="ticket",
-                   help="group by (default: ticket; category only with --verified)")
+    p.add_argument("--by", choices=(*DIMENSIONS, "category", "specialist"), default="ticket",
+                   help="group by (default: ticket; category only with --verified; specialist: each "
+                        "subagent's threads)")
     p.add_argument("--verified", action="store_true",
                    help="verified resolutions and cost per verified resolution (outcomes), by channel, "
                         "environment, category or day (default day)")
@@ -325,6 +326,13 @@ def cmd_costs(args: argparse.Namespace) -> int:
     url, embedded = redis_url_or_embedded(
         settings.redis_url.get_secret_value() if settings.redis_url else None, settings.redis_data_dir
     )
+    if args.by == "specialist" and not args.verified:  # issue 19 (app/cost/threads.py)
+        try:
+            print(asyncio.run(_specialist_rows(url, since, until, args.fmt)))
+            return 0
+        finally:
+            if embedded is not None:
+                embedded.close()
     if args.verified or args.by == "category":
         try:  # issue 18: verified resolutions (app/cost/verified.py)
             return _verified(args, url, since, until, settings)
@@ -344,6 +352,17 @@ def cmd_costs(args: argparse.Namespace) -> int:
     if grader:
         print(grader)
     return 0
+
+
+async def _specialist_rows(url: str, since: date, until: date, fmt: str) -> str:
+    from app.cost.threads import render_specialists, specialists_between
+    from app.redis_conn import connect
+
+    redis = connect(url)
+    try:
+        return render_specialists(await specialists_between(redis, since, until), fmt)
+    finally:
+        await redis.aclose()
 
 
 def _grader_line(url: str, since: date, until: date) -> str | None:

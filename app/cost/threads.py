@@ -166,3 +166,62 @@ class SpecialistLedger:
             raw = await self.redis.hgetall(f"{P}d:{day.isoformat()}:specialist:{name}")
             out.append(SpecialistTotals.from_counters(name, {str(k): int(v) for k, v in raw.items()}))
         return out
+
+
+def _sum(name: str, rows: list[SpecialistTotals]) -> SpecialistTotals:
+    total = SpecialistTotals(specialist=name)
+    for r in rows:
+        total = total.model_copy(update={
+            "threads": total.threads + r.threads, "active_seconds": total.active_seconds + r.active_seconds,
+            "input_tokens": total.input_tokens + r.input_tokens, "output_tokens": total.output_tokens + r.output_tokens,
+            "cache_read_tokens": total.cache_read_tokens + r.cache_read_tokens,
+            "cache_write_tokens": total.cache_write_tokens + r.cache_write_tokens,
+            "tokens_usd": total.tokens_usd + r.tokens_usd, "list_cost_cents": total.list_cost_cents + r.list_cost_cents,
+        })
+    return total
+
+
+async def specialists_between(redis: aioredis.Redis, since: date, until: date) -> list[SpecialistTotals]:
+    """Per specialist, the days `since`..`until` (UTC, inclusive) summed; costliest first."""
+    from datetime import timedelta
+
+    ledger = SpecialistLedger(redis)
+    by_name: dict[str, list[SpecialistTotals]] = {}
+    day = since
+    while day <= until:
+        for row in await ledger.day(day):
+            by_name.setdefault(row.specialist, []).append(row)
+        day += timedelta(days=1)
+    rows = [_sum(name, found) for name, found in by_name.items()]
+    return sorted(rows, key=lambda r: (-r.tokens_usd, r.specialist))
+
+
+def render_specialists(rows: list[SpecialistTotals], fmt: str) -> str:
+    """`support-agent costs --by specialist`: table, csv or json."""
+    import csv
+    import io
+    import json
+
+    from app.cost.model import format_duration, format_tokens, format_usd
+
+    records = [{
+        "specialist": r.specialist, "threads": r.threads, "active_seconds": float(r.active_seconds),
+        "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cache_read_tokens": r.cache_read_tokens,
+        "cache_write_tokens": r.cache_write_tokens, "tokens_usd": str(r.tokens_usd),
+        "list_cost_cents": r.list_cost_cents,
+    } for r in rows]
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else ["specialist"])
+        writer.writeheader()
+        writer.writerows(records)
+        return out.getvalue().rstrip("\n")
+    lines = [f"{'specialist':<24} {'threads':>7} {'runtime':>8} {'tokens':>8} {'token cost':>11}"]
+    for r in rows:
+        tokens = r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens
+        lines.append(f"{r.specialist:<24} {r.threads:>7} {format_duration(r.active_seconds):>8} "
+                     f"{format_tokens(tokens):>8} {format_usd(r.tokens_usd):>11}")
+    lines.append("(tokens at each specialist's own model; runtime is counted once in the session's cost)")
+    return "\n".join(lines)
