@@ -679,8 +679,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     except anthropic.APIConnectionError:
         print("support-agent provision: could not reach the Managed Agents API", file=sys.stderr)
         return 1
-    print(report(changes, args.dry_run, offline_reason if args.dry_run else None))
     print("\n".join(describe_outcomes(config.environments)))  # which rubrics apply (issue 18)
+    print(report(changes, args.dry_run, offline_reason if args.dry_run else None))
     return 1 if any(c.action == "error" for c in changes) else 0
 
 
