@@ -29,7 +29,7 @@ from app.jobs.queue import JobQueue
 from app.jobs.wake import woken
 from app.redis_health import is_outage
 from app.render.base import Renderer
-from app.runtime import Services
+from app.runtime import Services, freeze_heap
 from app.sessions.cursor import StaleLease
 from app.sessions.follower import EventHook, SessionFollower, TurnFailed
 from app.slack.blocks import CLOSED_STATES
@@ -87,6 +87,7 @@ class Worker:
 
     async def run(self) -> None:
         await self._through_outages(self.queue.ensure_group)
+        freeze_heap()  # what starting allocated is never garbage: full collections skip it
         log.info("worker started", extra={"worker": self.services.worker_id})
         reaper = asyncio.create_task(self._reap_forever(), name="reaper")
         self.signals.start()

@@ -79,6 +79,7 @@ class Scrubber:
 
     def __init__(self, secrets: Iterable[str | SecretStr | None] = ()) -> None:
         self._values: set[str] = set()
+        self._longest_first: list[str] = []
         self.add(*secrets)
 
     def add(self, *secrets: str | SecretStr | None) -> None:
@@ -87,9 +88,11 @@ class Scrubber:
             # Very short values would redact ordinary words; they are not real credentials.
             if value and len(value) >= 6:
                 self._values.add(value)
+        # Sorted once here, not per string scrubbed (every log line scrubs a dozen strings).
+        self._longest_first = sorted(self._values, key=len, reverse=True)
 
     def text(self, value: str) -> str:
-        for secret in sorted(self._values, key=len, reverse=True):
+        for secret in self._longest_first:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return SECRET_PATTERN.sub(REDACTED, value)
