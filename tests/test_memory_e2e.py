@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from app.sandbox.stack import Stack
-from app.sessions.memory import attached, ticket_memory
+from app.sessions.memory import attached
+from app.sessions.memory_history import ticket_memory
 from app.tickets.model import TicketState
 from app.trace.build import build_trace
 from tests.conftest import ROOT

@@ -99,6 +99,8 @@ async def test_staff_see_correct_and_forget_a_memory_from_slack(fresh_redis_url:
         assert memory_rows(home) == []
         recalled = await ask(stack, ACME, "UACME", "recall our setup", "From memory:")
         assert answer(stack, ACME, recalled) == "From memory: File does not exist."
+        assert "read /setup.md in Acme Corp · deleted since" in await command(stack, STAFF, "memory #2")
+        assert "read /setup.md in Acme Corp · not found" in await command(stack, STAFF, "memory #6")
         mem = stack.agents.state.memory
         versions = stack.agents.state.call(lambda: [dict(v) for vs in mem.versions.values() for v in vs])
         assert versions and all(v["content"] is None for v in versions)

@@ -27,7 +27,8 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from app.redact import redact
 from app.render.slack_text import escape
 from app.runtime import Services
-from app.sessions.memory import MemoryEntry, entry_summary, known_stores, teacher, ticket_memory
+from app.sessions.memory import known_stores
+from app.sessions.memory_history import MemoryEntry, entry_summary, teacher, ticket_memory
 from app.slack.blocks import section
 from app.slack.permissions import is_staff
 from app.trace.lookup import TicketNotFound, find_ticket
