@@ -25,7 +25,7 @@ from app.cost.ledger import CostLedger, TurnCost
 from app.cost.model import Usage, format_duration, format_tokens, format_usd
 from app.names import Names
 from app.observability.scrub import Scrubber
-from app.sessions.memory import add_to_trace as memory_trace
+from app.sessions.memory_history import add_to_trace as memory_trace
 from app.tickets.model import Ticket, TicketState, Transition
 from app.tickets.store import TicketStore
 from app.trace import model as k
