@@ -19,7 +19,7 @@ from app.config.model import parse_config
 from app.config.outcomes import describe
 from app.config.yaml_lines import ConfigError
 from app.cost.verified import ResolutionFacts, facts_of, group, render, summary_line
-from app.render.layout import Layout
+from app.render.layout import Layout, Task
 from app.render.outcome_tasks import OutcomeView
 from app.sandbox.app_runner import ROOT
 from app.sessions.outcome_record import Evaluation, OutcomeRound, define_event, request_text
@@ -154,6 +154,29 @@ def test_a_replay_after_the_verdict_still_holds_every_draft_back() -> None:
         assert _outbox_text(layout) == ""
         [task] = layout.tasks.values()
         assert (task.status, task.output) == ("error", "not met after the last allowed revision")
+
+
+def test_a_takeover_after_the_accepted_answer_began_to_show_sends_only_the_rest() -> None:
+    record = OutcomeRound(key="refund", name="refund", customer_facing=True, message_ts="1.0", outcome_id="outc_1",
+                          defined_at=T0.isoformat(), result="satisfied", iterations=1,
+                          verdict_at=(T0 + timedelta(seconds=3)).isoformat())
+    layout = Layout(3000)
+    layout.outcome = OutcomeView.of(record)
+    # What Slack already shows (the records a new holder reads): the check, and part of the answer.
+    layout.seed({"m1": "Annual plans are "},
+                [Task("outcome-outc_1-0", "Checking the answer against the refund rubric", "complete", "check",
+                      output="satisfied")])
+    answer = _ev("agent.message", 1, id="m1", text="Annual plans are refunded within 30 days.")
+    verdict = _ev("span.outcome_evaluation_end", 3, id="x1", outcome_id="outc_1", iteration=0, result="satisfied",
+                  explanation="ok")
+    layout.apply(_ev("user.define_outcome", 0, id="e0", outcome_id="outc_1"), track=True)
+    assert layout.apply(answer, track=True) == []  # not reported: a later takeover replays it
+    layout.apply(_ev("span.outcome_evaluation_start", 2, id="s1", outcome_id="outc_1", iteration=0), track=True)
+    assert _outbox_text(layout) == ""  # held until the verdict, even on a replay
+    reported = layout.apply(verdict, track=True)
+    assert _outbox_text(layout) == "refunded within 30 days."  # only what Slack lacks
+    assert verdict in reported  # the check was shown already
+    assert answer in layout.outbox[-1].sources  # the answer counts as shown once its rest is
 
 
 def test_internal_drafts_are_shown_with_a_label_and_a_closing_line() -> None:

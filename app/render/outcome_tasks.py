@@ -68,7 +68,9 @@ class OutcomeView:
     verdict_at: datetime | None = None
     idle_at: datetime | None = None
     checks: int = 0
-    held: list[tuple[str, datetime | None]] = field(default_factory=list)
+    # Drafts held back: message id, time, and the events to report once (if ever) it is shown. A
+    # held draft is not reported as shown, so a takeover before the verdict replays it.
+    held: list[tuple[str, datetime | None, list[Any]]] = field(default_factory=list)
 
     @classmethod
     def of(cls, record: OutcomeRound | None) -> OutcomeView:
@@ -104,13 +106,13 @@ class OutcomeView:
     # -- events ---------------------------------------------------------------------------
 
     def message(self, layout: LayoutLike, event: Any, sources: list[Any]) -> list[Any] | None:
-        """An `agent.message`: held back (returns the events it handled), or None to show it."""
+        """An `agent.message`: held back (returns [], nothing shown), or None to show it."""
         at = _time(event)
         if not self.is_draft(at):
             return None
         if self.hold:
-            self.held.append((str(event.id), at))
-            return sources  # handled: the requester does not see it unless it is accepted
+            self.held.append((str(event.id), at, sources))
+            return []  # the requester does not see it unless it is accepted
         self.label(layout, str(event.id))
         return None
 
@@ -153,16 +155,20 @@ class OutcomeView:
         self.checks = max(self.checks, int(getattr(event, "iteration", 0) or 0) + 1)
         if result != "needs_revision":
             self.verdict, self.verdict_at = result, _time(event)
+        output = output[:500]
+        shown: list[Any] = []
         if task.status == status and task.output == output:
-            return sources  # a replay of what is shown
-        layout._set(task, status, output[:500], sources)
+            shown = list(sources)  # a replay of what Slack shows (a takeover's records)
+        else:
+            layout._set(task, status, output, sources)
         if result == "satisfied" and self.hold and self.held:
-            mid, _ = self.held[-1]  # the answer the grader accepted: the latest draft
+            mid, _, held_sources = self.held[-1]  # the answer the grader accepted: the latest draft
             self.held.clear()
             text = layout.texts.get(mid)
-            if text is not None and text.final and not text.shown:
-                layout._release(mid, text, [])
-        return []
+            if text is not None and text.final:
+                # All of it, or (after a takeover that found part of it in Slack) the rest.
+                shown += layout._release(mid, text, held_sources)
+        return shown
 
     def ended(self, event: Any) -> None:
         """A `session.status_idle`: unless it waits on a decision, the round's turn is over (with a
