@@ -210,3 +210,23 @@ async def test_reset_forgets_stores_and_new_ones_attach(emulator: AgentsEmulator
         agent=agent_id, environment_id=env_id, resources=[{"type": "memory_store", "memory_store_id": store.id}]
     )
     assert [r.memory_store_id for r in session.resources if r.type == "memory_store"] == [store.id]
+
+
+async def test_objects_carry_exactly_the_sdk_fields(emulator: AgentsEmulator) -> None:
+    from anthropic.types.beta import BetaManagedAgentsMemoryStore
+    from anthropic.types.beta.memory_stores import BetaManagedAgentsMemory, BetaManagedAgentsMemoryVersion
+
+    client = emulator.client()
+    store = await client.beta.memory_stores.create(name="s")
+    await client.beta.memory_stores.memories.create(store.id, path="/a.md", content="x")
+    raw_store = await (await client.beta.memory_stores.with_raw_response.retrieve(store.id)).json()
+    mems = [m async for m in client.beta.memory_stores.memories.list(store.id)]
+    raw_mem = await (await client.beta.memory_stores.memories.with_raw_response.retrieve(
+        mems[0].id, memory_store_id=store.id)).json()
+    versions = [v async for v in client.beta.memory_stores.memory_versions.list(store.id)]
+    raw_version = await (await client.beta.memory_stores.memory_versions.with_raw_response.retrieve(
+        versions[0].id, memory_store_id=store.id)).json()
+    for raw, model in ((raw_store, BetaManagedAgentsMemoryStore), (raw_mem, BetaManagedAgentsMemory),
+                       (raw_version, BetaManagedAgentsMemoryVersion)):
+        assert set(raw) == set(model.model_fields), model.__name__
+        model.model_validate(raw)
