@@ -50,6 +50,8 @@ END_EVENTS = ("session.status_idle", "session.status_terminated", "session.delet
 CONTENT_EVENTS = frozenset({
     "agent.message", "agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use",
     "agent.tool_result", "agent.mcp_tool_result",
+    # A grader's check is a task, and its verdict may release a held answer (issue 18).
+    "span.outcome_evaluation_start", "span.outcome_evaluation_end",
 })
 
 EventHook = Callable[[Ticket, Any], Awaitable[None]]
