@@ -85,7 +85,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.sandbox.agents.memory import memory_routes
+from app.sandbox.agents.memory_api import memory_routes
 from app.sandbox.agents.multiagent import prepare_agent_body
 from app.sandbox.agents.resources import ApiError, redact
 from app.sandbox.agents.scenario import Scenario
