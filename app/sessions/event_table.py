@@ -16,8 +16,8 @@ from __future__ import annotations
 HANDLED: dict[str, str] = {
     "agent.message": "the answer (renderer)",
     "agent.thinking": "the thinking status (renderer)",
-    "agent.tool_use": "a task card (renderer); a read/grep/glob under a memory store's mount_path is a"
-    " memory read in the trace and /support memory (sessions.memory, issue 19)",
+    "agent.tool_use": "a task card (renderer); a `read` under a memory store's mount_path is a"
+    " memory read in the trace and /support memory (sessions.memory_history, issue 19)",
     "agent.tool_result": "closes its task card (renderer)",
     "agent.mcp_tool_use": "a task card; approvals (renderer, approvals)",
     "agent.mcp_tool_result": "closes its task card (renderer)",

@@ -1,7 +1,7 @@
 """What a ticket read from and wrote to its memory stores, and which ticket taught each memory
 (issue 19): for `/support memory`, App Home and the trace.
 
-Reads are the session's `read`/`grep`/`glob` tool uses under a store's `mount_path` (their tool
+Reads are the session's `read` tool uses under a store's `mount_path` (their tool
 result says whether the file was there); writes are the store's memory versions filtered by the
 session (`memory_versions.list(session_id=)`). The version a read saw is the memory's newest
 version written before the read; its `created_by` session names the ticket that taught it.
@@ -24,7 +24,9 @@ from app.tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
 
-READ_TOOLS = ("read", "grep", "glob")  # SDK agent toolset tools that take a file path
+# The toolset tool that reads one file (SDK ...Toolset20260401ReadInput.file_path); grep and glob
+# search a directory (`path`) and name no single memory, and bash is off for agents with memory.
+READ_TOOLS = ("read",)
 PREVIEW = 200
 
 
@@ -117,7 +119,7 @@ def _reads_from_events(events: list[Any], mounts: dict[str, str]) -> list[tuple[
         if getattr(event, "type", None) != "agent.tool_use" or getattr(event, "name", None) not in READ_TOOLS:
             continue
         tool_input = getattr(event, "input", None) or {}
-        file_path = str(tool_input.get("file_path") or tool_input.get("path") or "")
+        file_path = str(tool_input.get("file_path") or "")
         for store_id, mount in mounts.items():
             if file_path.startswith(mount.rstrip("/") + "/"):
                 path = file_path[len(mount.rstrip("/")):]
