@@ -58,6 +58,12 @@ async def test_staff_see_correct_and_forget_a_memory_from_slack(fresh_redis_url:
         assert "Memory of ticket #2" in shown and "read /setup.md in Acme Corp · taught by #1" in shown
         assert FACT in shown and "_Wrote nothing to memory._" in shown
         assert "no ticket #9" in await command(stack, STAFF, "memory #9")
+        # The trace modal (staff) lists the read with the ticket that taught it.
+        await stack.slack.send_command("/support", "trace #2", user=STAFF, channel=ACME)
+        line = "memory read /setup.md in Acme Corp · taught by #1"
+        await eventually(lambda: any(
+            v.get("type") == "modal" and line in json.dumps(v, ensure_ascii=False)
+            for v in stack.slack.state.views.values()))
 
         # App Home lists it with the ticket that taught it; Correct opens a modal.
         home = await open_home(stack, STAFF, "What the agent remembers")

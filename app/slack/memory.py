@@ -40,7 +40,7 @@ ACTION_CORRECT = "memory_correct"
 CORRECT_VIEW = "memory_correct_view"
 CORRECT_BLOCK, CORRECT_INPUT = "memory_content", "content"
 HOME_ROWS = 6
-NOTICE_SECONDS = 120
+NOTICE_SECONDS = 60
 STAFF_ONLY = "What the agent remembers is shown to support staff only."
 USAGE = (
     "*Memory* (staff)\n"
@@ -206,7 +206,8 @@ async def home_blocks(services: Services, user_id: str) -> list[dict[str, Any]]:
     except anthropic.APIError as exc:
         log.warning("home: memory not read", extra={"error": type(exc).__name__})
         return [section(":warning: The agent's memory could not be read just now.")]
-    notice = await services.redis.getdel(_notice_key(user_id))
+    # Shown on every publish for a minute: the action's own publish and a reopened tab both show it.
+    notice = await services.redis.get(_notice_key(user_id))
     if not entries and not notice and not await known_stores(services.redis):
         return []
     blocks: list[dict[str, Any]] = [
