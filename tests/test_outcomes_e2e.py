@@ -435,3 +435,4 @@ async def test_customer_facing_failed_check_goes_to_a_person_and_the_draft_never
     assert any("Settings → Appearance" in e["text"] and "this reply is a guess" in e["text"] for e in held)
     last = app.run_coroutine(app.services.store.transitions(ticket.id))[-1]
     assert last.cause == "outcome failed: handed to a person"
+
