@@ -30,6 +30,11 @@ async def command(stack: Stack, user: str, text: str) -> str:
     return str(body["text"])
 
 
+def views(stack: Stack) -> list[dict[str, Any]]:
+    with stack.slack.state.lock:  # the emulator's thread publishes while we read
+        return [dict(v) for v in stack.slack.state.views.values()]
+
+
 def home_of(stack: Stack, user: str) -> dict[str, Any] | None:
     with stack.slack.state.lock:
         return next((dict(v) for v in stack.slack.state.views.values()
@@ -63,14 +68,14 @@ async def test_staff_see_correct_and_forget_a_memory_from_slack(fresh_redis_url:
         line = "memory read /setup.md in Acme Corp · taught by #1"
         await eventually(lambda: any(
             v.get("type") == "modal" and line in json.dumps(v, ensure_ascii=False)
-            for v in stack.slack.state.views.values()))
+            for v in views(stack)))
 
         # App Home lists it with the ticket that taught it; Correct opens a modal.
         home = await open_home(stack, STAFF, "What the agent remembers")
         assert "taught by #1" in json.dumps(home["blocks"]) and FACT in json.dumps(home["blocks"])
         [row] = memory_rows(home)
         await stack.slack.act_on_view(home["id"], ACTION_CORRECT, STAFF, block_id=row)
-        modal = await eventually(lambda: next((v for v in stack.slack.state.views.values()
+        modal = await eventually(lambda: next((v for v in views(stack)
                                                if v.get("callback_id") == CORRECT_VIEW), None))
         # Another ticket rewrites the memory while the modal is open: saving must not clobber it.
         await ask(stack, ACME, "UACME", "we moved to Azure, note it", "Updated.")
@@ -85,7 +90,7 @@ async def test_staff_see_correct_and_forget_a_memory_from_slack(fresh_redis_url:
         home = await open_home(stack, STAFF, "Acme moved to Azure AD")
         [row] = memory_rows(home)
         await stack.slack.act_on_view(home["id"], ACTION_CORRECT, STAFF, block_id=row)
-        modal = await eventually(lambda: next((v for v in stack.slack.state.views.values()
+        modal = await eventually(lambda: next((v for v in views(stack)
                                                if v.get("callback_id") == CORRECT_VIEW
                                                and "Azure" in json.dumps(v["blocks"])), None))
         text = "Acme uses Azure AD (EU tenant)"
