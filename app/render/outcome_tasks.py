@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 
 from app.render.content import AgentText, Piece, Task
+from app.render.slack_text import neutralise_mentions
 from app.sessions.outcome_record import UNMET, OutcomeRound, load, parse_time
 
 OUTCOME_EVENTS = frozenset({"user.define_outcome", "span.outcome_evaluation_start", "span.outcome_evaluation_end"})
@@ -146,7 +147,8 @@ class OutcomeView:
             return sources
         result = str(getattr(event, "result", ""))
         status, words = RESULTS.get(result, ("complete", result.replace("_", " ")))
-        explanation = str(getattr(event, "explanation", "") or "").strip()
+        # The grader's words are shown as they are, but never as a mention (secrets: the client).
+        explanation = neutralise_mentions(" ".join(str(getattr(event, "explanation", "") or "").split()))
         output = words if self.hold or not explanation or result == "satisfied" else f"{words}: {explanation}"
         task = layout.tasks.get(task_id)
         if task is None:
