@@ -31,8 +31,10 @@ Behaviour worth knowing (the emulator's reading of the docs):
   section 3: the session "keeps running until it reaches a safe boundary"). Queued messages
   are kept and run next. While paused at the budget an interrupt is accepted and ignored.
 - `user.define_outcome` is accepted (SDK params: description, rubric, max_iterations <= 20),
-  echoed with an `outcome_id`, and starts a turn like a message; scenario `evaluate` steps
-  emit `span.outcome_evaluation_*` and keep `outcome_evaluations` on the session. Session
+  echoed with an `outcome_id`, and starts a turn like a message (sent while a turn runs, it is
+  processed on receipt, `pending`, and worked on next); scenario `evaluate` steps emit
+  `span.outcome_evaluation_*` with the grader's usage and keep `outcome_evaluations` on the
+  session, and grade nothing when no outcome is being worked on. Session
   `resources` (github_repository, file, memory_store) are accepted and returned in the SDK's
   response shapes (tokens never returned).
 - Every emitted event is validated with the SDK's stream union first; scenario `event` steps
