@@ -45,6 +45,7 @@ def test_the_scale_benchmarks_print_plausible_figures() -> None:
         assert figures["events"] == 40 and figures["errors"] == 0
         assert figures["jobs"] == figures["events"]  # every event became a job
         assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"] < 10_000
+        assert 0 < figures["cpu_ms_per_event"] < 1_000  # the server's own CPU, from /proc
     assert intake["p99_ratio"] > 0
 
     workers = results["workers"]

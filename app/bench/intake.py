@@ -7,8 +7,10 @@ signature (slack_sdk's `SignatureVerifier`) and does one XADD. Each gets R event
 S seconds, each event sent at its scheduled time whatever the previous ones are doing (open loop),
 so a slow server meets a queue, as it would with Slack. Every event is an `app_mention` opening
 its own thread: one ticket and one job each. Ack latency counts from the scheduled send time.
-Figures per server: ack p50/p99/max, errors (non-200, timeouts, refused), and events that
-became jobs (the job stream's length; no worker runs).
+Figures per server: ack p50/p99/max, errors (non-200, timeouts, refused), events that became
+jobs (the job stream's length; no worker runs), and the server process's CPU per event (from
+/proc, over the load and its drain): on a machine shared with other work the latencies say how
+busy the machine was as much as how fast the server is, the CPU per event much less so.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from app.bench import bench_subparsers
-from app.bench.common import CHANNEL, emit, summary_ms, world
+from app.bench.common import CHANNEL, ProcSample, emit, sample, summary_ms, world
 from app.jobs.queue import STREAM
 from app.redis_conn import connect
 from app.sandbox.app_runner import ROOT, AppProcess, free_port, wait_healthy
@@ -76,11 +78,16 @@ async def run(rate: float, seconds: float) -> dict[str, Any]:
             await _load(sender, app_url, 1, 1.0, "warm")
             await _load(sender, f"http://127.0.0.1:{bare_port}/slack/events", 1, 1.0, "warm")
             jobs_before = await r.xlen(STREAM)
+            assert web.proc is not None
+            cpu_before = sample(web.proc.pid)
             app_result = await _load(sender, app_url, rate, seconds, "app")
             app_result["jobs"] = await _settled_len(r, STREAM) - jobs_before
+            app_result["cpu_ms_per_event"] = _cpu_ms(cpu_before, sample(web.proc.pid), app_result["events"])
             bare_before = await r.xlen(BARE_STREAM)
+            cpu_before = sample(bare.pid)
             bare_result = await _load(sender, f"http://127.0.0.1:{bare_port}/slack/events", rate, seconds, "bare")
             bare_result["jobs"] = await _settled_len(r, BARE_STREAM) - bare_before
+            bare_result["cpu_ms_per_event"] = _cpu_ms(cpu_before, sample(bare.pid), bare_result["events"])
         finally:
             await r.aclose()
             bare.terminate()
@@ -104,12 +111,19 @@ async def _load(sender: EventSender, url: str, rate: float, seconds: float, tag:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=ACK_TIMEOUT)) as http:
 
-        async def one(i: int, due: float) -> None:
+        def signed(i: int) -> tuple[bytes, dict[str, str]]:
             ts = f"{_BASE_SECOND}.{next(_SERIAL):06d}"
             event = {"type": "app_mention", "user": "U0001", "text": f"<@UBOT> bench {tag} {i}", "ts": ts,
                      "channel": CHANNEL, "event_ts": ts, "team": "T0001", "channel_type": "channel"}
             body = json.dumps(sender.envelope(event)).encode()
-            headers = sender.signed_headers(body, "application/json")
+            return body, sender.signed_headers(body, "application/json")
+
+        # Built and signed before the clock starts (well inside Slack's 5-minute window), so the
+        # load generator's own work does not compete with the server it measures.
+        requests = [signed(i) for i in range(count)]
+
+        async def one(i: int, due: float) -> None:
+            body, headers = requests[i]
             try:
                 async with http.post(url, data=body, headers=headers) as resp:
                     await resp.read()
@@ -149,6 +163,10 @@ def _start_bare(port: int, redis_url: str, log_path: Path) -> subprocess.Popen[b
              str(port), redis_url, SIGNING_SECRET],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=log,
         )
+
+
+def _cpu_ms(before: ProcSample, after: ProcSample, events: int) -> float:
+    return round(1000 * (after.cpu_seconds - before.cpu_seconds) / max(events, 1), 3)
 
 
 async def _settled_len(r: aioredis.Redis, stream: str) -> int:
