@@ -128,7 +128,7 @@ def test_mention_stream_reply_resolve_and_the_home_tab_in_the_browser(sandbox: L
     expect(home).to_contain_text("Resolved (1)")
     expect(row).to_have_count(1)
     channel = home.locator("select[data-action-id='home_filter_channel']")
-    expect(channel.locator("option")).to_have_text(["Any channel", "# support", "# general"])
+    expect(channel.locator("option")).to_have_text(["Any channel", "# support", "# general", "# help"])
     channel.select_option("C0002")
     expect(home).to_contain_text("Resolved in #general")
     expect(row).to_have_count(0)
