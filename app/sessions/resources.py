@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -104,13 +106,37 @@ async def vault_ids(
     found = await recorded_id(redis, "vault", env_name)
     if found or client is None or config is None:
         return [found] if found else []
+    # Nothing to hold last time (no MCP token in this process): not asked again for a while.
+    # Else every session created took the one first-use lock and listed the vaults, which made
+    # session starts one at a time (issue 14: `bench workers --sessions 1000` started ~2 a second).
+    known = _tokens_of(config, env_name)
+    if _NO_VAULT.get(known, 0.0) > time.monotonic():
+        return []
     from app.provision import Provisioner
 
     async with first_use_lock(redis, f"vault:{env_name}"):
         found = await recorded_id(redis, "vault", env_name)
         if not found:
             found = await Provisioner(client, redis, config, strict=False).ensure_vault(env_name)
+    if not found:
+        _NO_VAULT[known] = time.monotonic() + NO_VAULT_RECHECK_SECONDS
     return [found] if found else []
+
+
+# Per environment and the tokens its servers would use: until when (monotonic) this process
+# knows it has nothing to put in a vault.
+_NO_VAULT: dict[tuple[str, tuple[str, ...]], float] = {}
+NO_VAULT_RECHECK_SECONDS = 60.0
+
+
+def _tokens_of(config: AppConfig, env_name: str) -> tuple[str, tuple[str, ...]]:
+    """The environment's servers and a digest of the tokens they would use (never the tokens)."""
+    env = config.environments.get(env_name)
+    servers = env.mcp_servers.values() if env is not None else []
+    return env_name, tuple(sorted(
+        f"{s.url}={hashlib.sha256(os.environ.get(s.token_env or '', '').encode()).hexdigest()[:16]}"
+        for s in servers
+    ))
 
 
 @contextlib.asynccontextmanager
