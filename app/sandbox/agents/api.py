@@ -92,6 +92,7 @@ from app.sandbox.agents.multiagent import prepare_agent_body
 from app.sandbox.agents.resources import ApiError, redact
 from app.sandbox.agents.scenario import Scenario
 from app.sandbox.agents.session import Prices, StreamAborted
+from app.sandbox.agents.sse import sse_body
 from app.sandbox.agents.state import EmulatorState, Fault
 from app.sandbox.agents.thread_api import thread_routes
 from app.sandbox.server import ServerThread
@@ -130,13 +131,6 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return data
-
-
-def sse_frame(event: dict[str, Any]) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
-
-
-PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
 class _AbortFilter(logging.Filter):
@@ -391,24 +385,9 @@ def create_app(state: EmulatorState) -> Starlette:
             raise ApiError(400, f"event_deltas: unsupported {sorted(unknown)}; use {DELTA_TYPES}")
         sub = runtime.subscribe(deltas)
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                while True:
-                    try:
-                        kind, payload = await asyncio.wait_for(sub.queue.get(), state.ping_interval)
-                    except TimeoutError:
-                        yield PING_FRAME
-                        continue
-                    if kind == "close":
-                        if payload == "abort":
-                            raise StreamAborted("stream dropped by the emulator")
-                        return
-                    yield sse_frame(payload)
-            finally:
-                runtime.unsubscribe(sub)
 
         return StreamingResponse(
-            body(),
+            sse_body(sub, state.ping_interval, lambda: runtime.unsubscribe(sub)),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )

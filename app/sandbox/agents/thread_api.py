@@ -13,9 +13,8 @@ statuses "Repeat the parameter to give more than one status"). The thread stream
 
 from __future__ import annotations
 
-import asyncio
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -23,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.sandbox.agents.resources import ApiError, paginate, parse_limit
+from app.sandbox.agents.sse import sse_body
 
 if TYPE_CHECKING:
     from app.sandbox.agents.state import EmulatorState
@@ -32,8 +32,7 @@ STATUSES = ("running", "idle", "rescheduling", "terminated")  # SDK session_thre
 
 
 def thread_routes(state: EmulatorState, api: Callable[[Callable[[Request], Awaitable[Any]]], Handler]) -> list[Route]:
-    from app.sandbox.agents.api import PING_FRAME, sse_frame
-    from app.sandbox.agents.session import StreamAborted, Subscriber
+    from app.sandbox.agents.session import Subscriber
 
     def threads_of(request: Request) -> Any:
         return state.session_runtime(str(request.path_params["session_id"])).threads
@@ -73,23 +72,9 @@ def thread_routes(state: EmulatorState, api: Callable[[Callable[[Request], Await
             owner = thread.subscribers
             owner.add(sub)
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                while True:
-                    try:
-                        kind, payload = await asyncio.wait_for(sub.queue.get(), state.ping_interval)
-                    except TimeoutError:
-                        yield PING_FRAME
-                        continue
-                    if kind == "close":
-                        if payload == "abort":
-                            raise StreamAborted("stream dropped by the emulator")
-                        return
-                    yield sse_frame(payload)
-            finally:
-                owner.discard(sub)
 
-        return StreamingResponse(body(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        frames = sse_body(sub, state.ping_interval, lambda: owner.discard(sub))
+        return StreamingResponse(frames, media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
     base = "/v1/sessions/{session_id}/threads"
     return [
