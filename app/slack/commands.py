@@ -50,6 +50,8 @@ HELP_TEXT = (
     "• `/support status` lists the open tickets in this channel.\n"
     "• `/support cost` shows what support tickets in this channel cost today and this month.\n"
     "• `/support help` shows this help.\n"
+    "• Staff: `/support trace #42` opens a ticket's timeline; `/support memory #42` shows what it read "
+    "and wrote in the customer's memory (with `forget` / `correct` for a memory version).\n"
     "You can also mention me in a channel to open a ticket. Inside a ticket's thread, reply to add "
     "details; use the *Stop*, *Resolve* and *Reopen* buttons (or react with :x: to stop the agent)."
 )
