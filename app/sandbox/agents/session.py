@@ -544,7 +544,8 @@ class SessionRuntime:
             if rubric["type"] == "file" and not isinstance(rubric.get("file_id"), str):
                 raise ApiError(400, "user.define_outcome: a file rubric needs file_id")
             iterations = raw.get("max_iterations")
-            if iterations is not None and (not isinstance(iterations, int) or not 1 <= iterations <= 20):
+            # Only the maximum is documented; a lower bound would be our guess.
+            if iterations is not None and (not isinstance(iterations, int) or iterations > 20):
                 raise ApiError(400, "user.define_outcome: max_iterations is at most 20")
         elif kind == "user.tool_result":
             # SDK BetaManagedAgentsUserToolResultEventParams: "Only valid on self_hosted
