@@ -28,9 +28,9 @@ from app.cost.model import Usage, compute_cost, format_usd
 from app.redis_conn import EmbeddedRedis
 from app.sandbox.app_runner import ROOT, InProcessApp
 from app.sandbox.stack import Stack
-from app.sessions import outcome_record
 from app.slack.blocks import ACTION_REOPEN, ACTION_RESOLVE
 from app.slack.home import build_home
+from app.tickets import outcome_record
 from app.tickets.model import Ticket, TicketState
 from app.trace.build import build_trace
 from tests.support import eventually

@@ -22,8 +22,8 @@ from app.cost.verified import ResolutionFacts, facts_of, group, render, summary_
 from app.render.layout import Layout, Task
 from app.render.outcome_tasks import OutcomeView
 from app.sandbox.app_runner import ROOT
-from app.sessions.outcome_record import Evaluation, OutcomeRound, define_event, request_text
 from app.tickets.model import Ticket, TicketState, Transition
+from app.tickets.outcome_record import Evaluation, OutcomeRound, define_event, request_text
 
 MINIMAL = """\
 agent:

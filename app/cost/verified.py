@@ -31,8 +31,8 @@ from app.config.model import AppConfig
 from app.cost.grader import NO_CATEGORY, GraderLedger
 from app.cost.ledger import CostLedger
 from app.cost.model import format_usd, round_usd
-from app.sessions.outcome_record import Evaluation, evaluations, parse_time
 from app.tickets.model import Ticket, TicketState, Transition
+from app.tickets.outcome_record import Evaluation, evaluations, parse_time
 from app.tickets.store import TicketStore
 
 VERIFIED_DIMENSIONS = ("channel", "environment", "category", "day")

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from app.render.content import AgentText, Piece, Task
 from app.render.slack_text import neutralise_mentions
-from app.sessions.outcome_record import UNMET, OutcomeRound, load, parse_time
+from app.tickets.outcome_record import UNMET, OutcomeRound, load, parse_time
 
 log = logging.getLogger(__name__)
 

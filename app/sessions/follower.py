@@ -26,9 +26,9 @@ from app.render.base import Renderer
 from app.sessions import resources, thread_events
 from app.sessions.cursor import Cursor, StaleLease
 from app.sessions.memory import session_resources
-from app.sessions.outcome_record import events_for, request_text
 from app.tickets.inbox_signal import FALLBACK_POLL_SECONDS
 from app.tickets.model import InboxMessage, Ticket, TicketState
+from app.tickets.outcome_record import events_for, request_text
 from app.tickets.store import TicketStore
 
 log = logging.getLogger(__name__)

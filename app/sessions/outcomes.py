@@ -5,7 +5,7 @@ Follower hooks (registered in `app/service.py`):
 - `user.define_outcome` (the echo): the round's `outcome_id` and the time it was accepted.
 - `agent.message`: the latest answer of a round, kept as the draft staff are shown.
 - `span.outcome_evaluation_end`: the evaluation is kept (iteration, result, explanation, usage,
-  `app/sessions/outcome_record.py`), the grader's usage becomes its own cost line
+  `app/tickets/outcome_record.py`), the grader's usage becomes its own cost line
   (`app/cost/grader.py`), and the round's record follows the verdict. Where drafts are held back
   from the requester (`customer_facing`), staff get the draft and the verdict as an ephemeral
   message in the thread. `max_iterations_reached` and `failed` hand the ticket to a person:
@@ -27,7 +27,10 @@ from app.render.base import message_text
 from app.render.slack_text import neutralise_mentions
 from app.runtime import Services
 from app.sessions.follower import EventHook
-from app.sessions.outcome_record import (
+from app.slack.blocks import section
+from app.slack.permissions import usergroup_members
+from app.tickets.model import Ticket, TicketState
+from app.tickets.outcome_record import (
     UNMET,
     Evaluation,
     OutcomeRound,
@@ -38,9 +41,6 @@ from app.sessions.outcome_record import (
     save,
     usage_fields,
 )
-from app.slack.blocks import section
-from app.slack.permissions import usergroup_members
-from app.tickets.model import Ticket, TicketState
 
 log = logging.getLogger(__name__)
 
