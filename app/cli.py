@@ -140,9 +140,16 @@ def _serve(web: bool, worker: bool) -> Command:
             settings.port = args.port
         if getattr(args, "host", None):
             settings.host = args.host
+        listen_socket = None
+        if getattr(args, "fd", None) is not None:
+            import socket
+
+            # A socket the parent bound and holds: no window between choosing a free port and
+            # binding it in which another process can take it (test and benchmark harnesses).
+            listen_socket = socket.socket(fileno=args.fd)
         services = build_services(settings, config)
         # serve() says 0 only after SIGTERM/SIGINT; any other end of a role is a failure.
-        return asyncio.run(serve(services, web=web, worker=worker))
+        return asyncio.run(serve(services, web=web, worker=worker, listen_socket=listen_socket))
 
     return command
 
@@ -181,6 +188,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         if web:
             p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
             p.add_argument("--port", type=int, help="port to listen on (default 3000)")
+            p.add_argument("--fd", type=int, help="listen on this inherited, already bound socket instead")
 
     p = add("check-config", "validate the agent config file", cmd_check_config)
     p.add_argument("path", nargs="?", help="config file (default: SUPPORT_AGENT_CONFIG or support-agent.yml)")

@@ -291,7 +291,9 @@ class Worker:
             await self._record_follow(lease, reason)
             if not ticket.environment:
                 if not await self._resolve_environment(ticket):
-                    return True, False
+                    # Failed, not done: its message stays queued for a retry after an admin
+                    # serves the channel, and must not be picked straight back up (one notice).
+                    return True, True
             if ticket.state in CLOSED_STATES and await store.pending_messages(ticket.id):
                 ticket = await self._reopen_for_message(ticket)
             sentry_sdk.set_tags(

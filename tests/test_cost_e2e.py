@@ -355,6 +355,20 @@ async def test_budget_stop_and_a_raise_by_an_approver_resume_the_turn(
     app.stop()
 
 
+async def test_a_raise_whose_resumption_lags_is_still_followed_to_the_end(budget_stack: Stack) -> None:
+    """The raise returns before the session runs again (`budget_resume_lag`): the follower the
+    raise wakes finds it still idle at `budget_reached`, yet must not take that as the end."""
+    stack = budget_stack
+    app = stack.start_app()
+    ts, _, note = await stopped_at_budget(stack, app)
+    stack.agents.set_scenario({**BIG, "budget_resume_lag": 1.5})
+    delivery = await stack.slack.click(SUPPORT, note["ts"], RAISE_BUDGET_ACTION, user=ALICE)
+    assert delivery.status == 200
+    await eventually(lambda: said(stack, ts, "The archive shows the fix: rotate the signing key."))
+    await ticket_in(app, ts, TicketState.WAITING_REQUESTER)
+    app.stop()
+
+
 async def test_escalate_at_the_budget_hands_the_ticket_to_triage(budget_stack: Stack) -> None:
     stack = budget_stack
     app = stack.start_app()

@@ -4,6 +4,7 @@ Connect DMs; otherwise the thread says the channel is not configured."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -109,6 +110,10 @@ async def test_a_shared_channel_with_no_external_environment_is_told_so(fresh_re
         notice = await eventually(lambda: [m for m in stack.slack.state.thread("C0SHARED", root_ts)
                                            if m.get("bot_id") and "not set up" in m.get("text", "")])
         assert len(notice) == 1
+        # The undelivered message stays queued, which once made the worker pick the ticket
+        # straight back up and post the notice again, and again.
+        await asyncio.sleep(1.5)
+        assert len([m for m in stack.slack.state.thread("C0SHARED", root_ts) if m.get("bot_id")]) == 1
         tickets = app.run_coroutine(app.services.store.channel_tickets("T0001", "C0SHARED"))
         assert [t.state for t in tickets] == [TicketState.FAILED]
         assert stack.agents.state.sessions_snapshot() == []

@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ from app.bench import bench_subparsers
 from app.bench.common import CHANNEL, ProcSample, emit, sample, summary_ms, world
 from app.jobs.queue import STREAM
 from app.redis_conn import connect
-from app.sandbox.app_runner import ROOT, AppProcess, free_port, wait_healthy
+from app.sandbox.app_runner import ROOT, AppProcess, free_socket, wait_healthy
 from app.sandbox.slack import EventSender
 from app.sandbox.stack import SIGNING_SECRET
 
@@ -61,11 +62,12 @@ def _command(args: argparse.Namespace) -> int:
 
 async def run(rate: float, seconds: float) -> dict[str, Any]:
     with world() as (stack, redis_server, root):
-        bare_port = free_port()
-        bare = _start_bare(bare_port, redis_server.url, root / "bare.log")  # starts while the web role does
+        bare_socket = free_socket()
+        bare_port = bare_socket.getsockname()[1]
+        bare = _start_bare(bare_socket, redis_server.url, root / "bare.log")  # starts while the web role does
         web = AppProcess(stack.env(), role="web", log_path=root / "web.log")
         stack.apps.append(web)
-        _start_unwaited(web)
+        web.start(wait=False)  # the caller waits, longer than start's 30 s
         stack.slack.set_app_url(f"{web.url}/slack/events")
         r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
         try:
@@ -147,21 +149,15 @@ async def _load(sender: EventSender, url: str, rate: float, seconds: float, tag:
     return {"events": count, **summary_ms(latencies), "errors": sum(errors.values()), "error_kinds": errors}
 
 
-def _start_unwaited(web: AppProcess) -> None:
-    """`AppProcess.start` without its 30 s health wait (the caller waits, longer)."""
-    assert web.port is not None
-    args = [sys.executable, "-m", "app.cli", web.role, "--port", str(web.port)]
-    assert web.log_path is not None
-    web._log = open(web.log_path, "ab")  # closed by AppProcess.stop
-    web.proc = subprocess.Popen(args, env=web.env, cwd=web.cwd, stdout=web._log, stderr=web._log)
-
-
-def _start_bare(port: int, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
+def _start_bare(sock: socket.socket, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """The bare endpoint's process, listening on `sock` (bound here, inherited: no port race)."""
+    sock.set_inheritable(True)
+    with sock, open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-c", "import sys; from app.bench.intake import serve_bare; serve_bare(*sys.argv[1:])",
-             str(port), redis_url, SIGNING_SECRET],
+             str(sock.fileno()), redis_url, SIGNING_SECRET],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=log,
+            pass_fds=(sock.fileno(),),
         )
 
 
@@ -173,7 +169,7 @@ async def _settled_len(r: aioredis.Redis, stream: str) -> int:
     return int(await r.xlen(stream))
 
 
-def serve_bare(port: str, redis_url: str, signing_secret: str) -> None:
+def serve_bare(fd: str, redis_url: str, signing_secret: str) -> None:
     """The bare endpoint: verify the signature on the raw body, one XADD, 200."""
     import uvicorn
     from slack_sdk.signature import SignatureVerifier
@@ -209,4 +205,4 @@ def serve_bare(port: str, redis_url: str, signing_secret: str) -> None:
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan="on")
+    uvicorn.run(app, fd=int(fd), log_level="warning", lifespan="on")

@@ -128,7 +128,9 @@ class AppProcess:
         self, env: dict[str, str], role: str = "run", cwd: Path | None = None, log_path: Path | None = None
     ) -> None:
         self.role = role
-        self.port = free_port() if role in ("run", "web") else None
+        # Bound now and held until the child inherits it: the port cannot be taken meanwhile.
+        self._sock = free_socket() if role in ("run", "web") else None
+        self.port: int | None = self._sock.getsockname()[1] if self._sock else None
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.cwd = cwd or ROOT
         self.log_path = log_path
@@ -139,13 +141,28 @@ class AppProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> AppProcess:
+    def start(self, *, wait: bool = True) -> AppProcess:
+        """Spawn the role; with a port, wait (unless `wait` is false) until it answers /healthz.
+
+        The port's socket is bound here and inherited by the child, so nothing else can take the
+        port between choosing it and the child's bind (a child that lost that race, with another
+        process answering /healthz on its port, once made a benchmark count none of its events)."""
         args = [sys.executable, "-m", "app.cli", self.role]
+        sock = None
         if self.port:
-            args += ["--port", str(self.port)]
+            sock, self._sock = self._sock or free_socket(port=self.port), None  # a restart binds again
+            sock.set_inheritable(True)
+            args += ["--port", str(self.port), "--fd", str(sock.fileno())]
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()  # a restart after a kill
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=self._log)
-        if self.port:
+        try:
+            self.proc = subprocess.Popen(args, env=self.env, cwd=self.cwd, stdout=self._log, stderr=self._log,
+                                         pass_fds=(sock.fileno(),) if sock else ())
+        finally:
+            if sock is not None:
+                sock.close()  # the child holds its own copy
+        if self.port and wait:
             wait_healthy(self.url, proc=self.proc)
         return self
 
@@ -164,3 +181,6 @@ class AppProcess:
                 self.kill()
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
+        if self._sock is not None:  # never started
+            self._sock.close()
+            self._sock = None

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -21,7 +23,7 @@ import sentry_sdk
 from anthropic import AsyncAnthropic
 
 from app.config.model import AppConfig
-from app.cost.budget import budget_param
+from app.cost.budget import budget_cents_of, budget_param
 from app.render.base import Renderer
 from app.sessions import resources, thread_events
 from app.sessions.cursor import Cursor, StaleLease
@@ -61,6 +63,11 @@ EventHook = Callable[[Ticket, Any], Awaitable[None]]
 # race"): while the stream stays silent the status is asked again after these waits (doubling).
 SETTLE_FIRST_WAIT = 0.2
 SETTLE_MAX_WAIT = 2.0
+# "Raising the budget ... resumes the work on its own" (Managed Agents budgets doc), but not
+# necessarily before `retrieve` says so: a follower woken by the raise that finds the session
+# still idle at `budget_reached`, with its cap now above what it spent, waits this long for it
+# to run again before it takes the pause as still standing.
+BUDGET_RESUME_WAIT_SECONDS = 30.0
 
 
 class TurnFailed(Exception):
@@ -113,6 +120,9 @@ class SessionFollower:
         self._last_stop: str | None = None
         # The events a `requires_action` stop waits on that no answer was seen for yet.
         self._blocking: set[str] = set()
+        # When this follower first saw a budget pause whose budget had been raised (see
+        # BUDGET_RESUME_WAIT_SECONDS); None once the session runs again.
+        self._resume_expected_since: float | None = None
         # The turn stopped on a person's decision and this follower let the ticket go.
         self.parked = False
         self._send_lock = asyncio.Lock()
@@ -271,6 +281,8 @@ class SessionFollower:
         `retrieve` still read running."""
         if self._last_stop is None or (self._last_stop == WAITING_ON_US and not self._blocking):
             return False
+        if self._last_stop == BUDGET_PAUSE and self._resume_expected_since is not None:
+            return True
         return self.ticket.agent_status in ("running", "rescheduling")
 
     async def _watch_inbox(self, session_id: str) -> None:
@@ -346,6 +358,7 @@ class SessionFollower:
         etype = event.type
         if etype == "session.status_running":
             self._last_stop = None
+            self._resume_expected_since = None
             self._blocking.clear()
             self.ticket.agent_status = "running"
         elif etype in ("user.tool_confirmation", "user.custom_tool_result"):
@@ -476,6 +489,12 @@ class SessionFollower:
         self.ticket.agent_status = session.status
         if session.status != "idle" or await self._unprocessed_user_messages(session_id):
             return False
+        if self._last_stop == BUDGET_PAUSE and budget_lifted(session):
+            now = time.monotonic()
+            self._resume_expected_since = self._resume_expected_since or now
+            if now - self._resume_expected_since < BUDGET_RESUME_WAIT_SECONDS:
+                return False  # re-asked while the stream stays silent (`_ended_unconfirmed`)
+            log.warning("budget raised but the session did not resume", extra=self.log_extra)
         # Later turns may have finished before the stream delivered them: show them before leaving.
         await self._catch_up(session_id)
         return self._last_stop not in (None, WAITING_ON_US)
@@ -528,6 +547,18 @@ class SessionFollower:
         if isinstance(exc, anthropic.APIStatusError):
             return f"the agent service refused the request ({exc.status_code})"
         return "the agent service could not be reached"
+
+
+def budget_lifted(session: Any) -> bool:
+    """Whether a session paused at its budget may spend again: the cap removed, or raised
+    above the list cost it has consumed (`usage.list_cost`, what the budget is enforced
+    against). Unknown consumption is not taken as room to spend."""
+    budget = getattr(session, "budget", None)
+    cap = budget_cents_of(budget)
+    if budget is None or cap is None:
+        return budget is None
+    spent = getattr(getattr(getattr(session, "usage", None), "list_cost", None), "amount", None)
+    return spent is not None and cap > int(Decimal(str(spent)))
 
 
 def _preview_of(event: Any) -> str | None:

@@ -61,6 +61,10 @@ skills/claude-api/shared/managed-agents-client-patterns.md sections 2, 3 and 6):
   queryable status (`sessions.retrieve`, `sessions.list`) still reads `running` for that long,
   and archive / delete answer 400 ("cannot archive/delete while running") meanwhile
   (client-patterns section 6, "Post-idle status-write race").
+- `budget_resume_lag` (seconds, scenario level): a `sessions.update` that lifts a budget pause
+  returns at once, but the session runs again (`session.status_running`) only that long after;
+  meanwhile `retrieve` still reads idle. The budgets doc says a raise "resumes the work on its
+  own" and says nothing of when; this is the gap a follower woken by the raise must survive.
 - `interrupt: "boundary"` (scenario level): `user.interrupt` lets the step in progress finish
   (a message being streamed still ends in its `agent.message`) and stops before the next one,
   then idle `end_turn` (client-patterns section 3: "keeps running until it reaches a safe
@@ -375,6 +379,7 @@ class Scenario(BaseModel):
     """Wrap model output in `span.model_request_start` / `span.model_request_end` events."""
     default_deltas: int = 3
     status_lag: float = Field(default=0.0, ge=0, le=30)
+    budget_resume_lag: float = Field(default=0.0, ge=0, le=30)
     """Seconds after each idle event during which retrieve still reads running and archive /
     delete answer 400 (client-patterns section 6)."""
     interrupt: Literal["immediate", "boundary"] = "immediate"

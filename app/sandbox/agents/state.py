@@ -460,7 +460,11 @@ class EmulatorState(ResourceStore):
             session.updated_at = self.clock.now()
             session.emit("session.updated", **changed)
         if "budget" in body and not session.budget_reached():
-            session.resume_budget()
+            lag = session.current_scenario().budget_resume_lag
+            if lag:
+                asyncio.get_running_loop().call_later(lag, session.resume_budget)
+            else:
+                session.resume_budget()
         return session.to_json()
 
     def archive_session(self, session_id: str) -> dict[str, Any]:
